@@ -1,0 +1,121 @@
+"""Transforms on ``(image uint8 (3, H, W), target BoxList or None)`` pairs.
+
+Randomness comes from the global torch RNG, so ``torch.manual_seed`` makes it
+reproducible (the training loader seeds it per sample).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from maskrcnn.structures.bounding_box import BoxList
+
+__all__ = ["Compose", "ResizeShortestEdge", "RandomHorizontalFlip", "build_transforms",
+           "get_resize_size"]
+
+Pair = Tuple[torch.Tensor, Optional[BoxList]]
+
+
+def get_resize_size(h: int, w: int, min_size: int, max_size: int) -> Tuple[int, int]:
+    """Size after resizing the short side to ``min_size``, capping the long side at ``max_size``.
+
+    ``scale = min_size / short``; if ``long * scale > max_size`` then
+    ``scale = max_size / long`` (``max_size <= 0`` disables the cap).
+
+    Returns:
+        ``(new_h, new_w)`` rounded to ints (at least 1).
+    """
+    short, long = float(min(h, w)), float(max(h, w))
+    scale = min_size / short
+    if max_size > 0 and long * scale > max_size:
+        scale = max_size / long
+    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+
+
+class Compose:
+    """Apply transforms in sequence."""
+
+    def __init__(self, transforms: Sequence[Callable[[torch.Tensor, Optional[BoxList]], Pair]]) -> None:
+        self.transforms: List[Callable[[torch.Tensor, Optional[BoxList]], Pair]] = list(transforms)
+
+    def __call__(self, image: torch.Tensor, target: Optional[BoxList] = None) -> Pair:
+        for t in self.transforms:
+            image, target = t(image, target)
+        return image, target
+
+    def __repr__(self) -> str:
+        return "Compose(" + ", ".join(repr(t) for t in self.transforms) + ")"
+
+
+class ResizeShortestEdge:
+    """Resize so the short side is one of ``min_sizes`` (random choice) and the long side <= ``max_size``.
+
+    Args:
+        min_sizes: candidate short-side sizes; one is drawn per call when several.
+        max_size: cap of the long side (``<= 0``: no cap).
+    """
+
+    def __init__(self, min_sizes: Union[int, Sequence[int]], max_size: int) -> None:
+        sizes = (min_sizes,) if isinstance(min_sizes, int) else tuple(int(s) for s in min_sizes)
+        if not sizes or min(sizes) <= 0:
+            raise ValueError(f"min_sizes must be positive ints, got {min_sizes!r}")
+        self.min_sizes: Tuple[int, ...] = sizes
+        self.max_size = int(max_size)
+
+    def _pick_min_size(self) -> int:
+        if len(self.min_sizes) == 1:
+            return self.min_sizes[0]
+        return self.min_sizes[int(torch.randint(len(self.min_sizes), (1,)).item())]
+
+    def __call__(self, image: torch.Tensor, target: Optional[BoxList] = None) -> Pair:
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        new_h, new_w = get_resize_size(h, w, self._pick_min_size(), self.max_size)
+        if (new_h, new_w) != (h, w):
+            image = TF.resize(image, [new_h, new_w], interpolation=InterpolationMode.BILINEAR,
+                              antialias=True)
+            if target is not None:
+                target = target.resize((new_h, new_w))
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"ResizeShortestEdge(min_sizes={self.min_sizes}, max_size={self.max_size})"
+
+
+class RandomHorizontalFlip:
+    """Flip image and target left-right with probability ``prob``."""
+
+    def __init__(self, prob: float = 0.5) -> None:
+        self.prob = float(prob)
+
+    def __call__(self, image: torch.Tensor, target: Optional[BoxList] = None) -> Pair:
+        if self.prob > 0 and torch.rand(()).item() < self.prob:
+            image = image.flip(-1)
+            if target is not None:
+                target = target.flip_horizontal()
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip(prob={self.prob})"
+
+
+def _sizes(value: Any) -> Tuple[int, ...]:
+    if isinstance(value, (int, float)):
+        return (int(value),)
+    return tuple(int(v) for v in value)
+
+
+def build_transforms(cfg: Any, is_train: bool) -> Compose:
+    """Resize (+ flip in training) from ``cfg.INPUT``.
+
+    Reads ``INPUT.MIN_SIZE_TRAIN`` (tuple), ``INPUT.MAX_SIZE_TRAIN``,
+    ``INPUT.HORIZONTAL_FLIP_PROB_TRAIN`` in training and ``INPUT.MIN_SIZE_TEST``,
+    ``INPUT.MAX_SIZE_TEST`` otherwise.
+    """
+    inp = cfg.INPUT
+    if is_train:
+        return Compose([ResizeShortestEdge(_sizes(inp.MIN_SIZE_TRAIN), int(inp.MAX_SIZE_TRAIN)),
+                        RandomHorizontalFlip(float(inp.HORIZONTAL_FLIP_PROB_TRAIN))])
+    return Compose([ResizeShortestEdge(_sizes(inp.MIN_SIZE_TEST), int(inp.MAX_SIZE_TEST))])

@@ -1,0 +1,66 @@
+"""Inference over a data loader, gathered across processes, then COCO evaluation."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+
+from ..structures.bounding_box import BoxList
+from ..utils.comm import all_gather, get_world_size, is_main_process, synchronize
+from ..utils.checkpoint import unwrap_model
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_dataset(model: nn.Module, data_loader) -> Dict[int, BoxList]:
+    """Predictions of this process, keyed by image id, in ORIGINAL image pixels (CPU).
+
+    Boxes are scaled from the network input size back to the json's (height,
+    width); masks stay as (N, 1, M, M) probabilities, pasted at evaluation.
+    """
+    model = unwrap_model(model)
+    was_training = model.training
+    model.eval()
+    out: Dict[int, BoxList] = {}
+    for images, _, infos in data_loader:
+        for det, info in zip(model.predict(images), infos):
+            out[int(info["image_id"])] = det.to("cpu").resize((int(info["height"]), int(info["width"])))
+    model.train(was_training)
+    return out
+
+
+def gather_predictions(local: Dict[int, BoxList]) -> Dict[int, BoxList]:
+    """Merge the predictions of every process (on every process; rank 0 uses them)."""
+    if get_world_size() == 1:
+        return local
+    merged: Dict[int, BoxList] = {}
+    for part in all_gather(local):
+        merged.update(part)
+    return merged
+
+
+def evaluate(model: nn.Module, loaders: List[Tuple[str, object]], output_dir: str) -> Dict[str, dict]:
+    """Predict and COCO-evaluate each (name, loader); rank 0 writes ``inference/<name>/``.
+
+    Returns:
+        ``{dataset_name: {"bbox": {...}, "segm": {...}}}`` on rank 0, ``{}`` elsewhere.
+    """
+    from ..evaluation import evaluate_coco
+
+    results = {}
+    for name, loader in loaders:
+        start = time.time()
+        preds = gather_predictions(predict_dataset(model, loader))
+        logger.info("Inference on %s: %d images in %.1f s", name, len(preds), time.time() - start)
+        if is_main_process():
+            folder = os.path.join(output_dir, "inference", name) if output_dir else None
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            results[name] = evaluate_coco(loader.dataset, preds, output_dir=folder, logger=logger)
+        synchronize()
+    return results

@@ -1,0 +1,157 @@
+"""Iteration-based training loop: losses, optimizer step, logging, checkpoints, periodic eval."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable, Dict, Iterable, Optional
+
+import torch
+from torch import nn
+
+from ..utils.checkpoint import Checkpointer
+from ..utils.comm import get_world_size, reduce_dict
+from ..utils.metric_logger import MetricLogger, eta_string
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss is NaN or infinite; nothing has been applied to the weights."""
+
+
+def non_finite_message(iteration: int, losses: Dict[str, float], base_lr: float, ims_per_batch: int,
+                       warmup_iters: int) -> str:
+    """The error text: which losses, at which iteration, and what to try."""
+    values = ", ".join(f"{k} = {v:.6g}" for k, v in losses.items())
+    suggested = 0.02 * ims_per_batch / 16
+    return (f"Non-finite loss at iteration {iteration}: {values}. Training stopped before this step "
+            f"was applied; the last checkpoint is intact. This usually means the learning rate is too "
+            f"high: SOLVER.BASE_LR is {base_lr:g} for SOLVER.IMS_PER_BATCH {ims_per_batch} (the COCO "
+            f"recipe uses 0.02 for 16 images, i.e. about {suggested:g} for your batch: scale the LR "
+            f"linearly with the batch size). Try a lower SOLVER.BASE_LR, a longer SOLVER.WARMUP_ITERS "
+            f"(now {warmup_iters}), or SOLVER.CLIP_GRADIENTS.ENABLED True; also check the data for "
+            f"degenerate boxes (tools/check_dataset.py).")
+
+
+class Trainer:
+    """Runs SGD iterations on an (optionally DDP-wrapped) detector.
+
+    Args:
+        model: returns a dict of losses for ``model(images, targets)``.
+        data_loader: yields ``(images, targets, infos)``, exactly ``max_iter - start_iter`` batches.
+        optimizer, scheduler: stepped once per iteration.
+        checkpointer: saves ``model_XXXXXXX.pth`` / ``model_final.pth``.
+        max_iter, checkpoint_period, log_period: in iterations.
+        writer: TensorBoard writer (rank 0) or None.
+        eval_fn: ``eval_fn(iteration) -> dict`` run every ``eval_period`` iterations.
+        clip_grad_norm: max total gradient norm, or None.
+        checkpoint_extra: plain data saved with every checkpoint (e.g. categories).
+        solver_hint: (BASE_LR, IMS_PER_BATCH, WARMUP_ITERS) for the non-finite loss message.
+    """
+
+    def __init__(self, *, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
+                 scheduler, checkpointer: Checkpointer, max_iter: int, checkpoint_period: int,
+                 log_period: int = 20, writer=None, eval_fn: Optional[Callable[[int], dict]] = None,
+                 eval_period: int = 0, clip_grad_norm: Optional[float] = None,
+                 checkpoint_extra: Optional[dict] = None, solver_hint=(0.0, 0, 0)) -> None:
+        self.model = model
+        self.data_loader = data_loader
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.checkpointer = checkpointer
+        self.max_iter = max_iter
+        self.checkpoint_period = checkpoint_period
+        self.log_period = log_period
+        self.writer = writer
+        self.eval_fn = eval_fn
+        self.eval_period = eval_period
+        self.clip_grad_norm = clip_grad_norm
+        self.checkpoint_extra = dict(checkpoint_extra or {})
+        self.solver_hint = solver_hint
+        self.meters = MetricLogger(delimiter="  ")
+
+    def train(self, start_iter: int = 0) -> None:
+        """Iterate from ``start_iter`` (iterations already done) to ``max_iter``."""
+        logger.info("Start training from iteration %d to %d", start_iter, self.max_iter)
+        self.model.train()
+        start = time.time()
+        end = time.time()
+        iteration = start_iter
+        for iteration, (images, targets, _) in enumerate(self.data_loader, start_iter + 1):
+            data_time = time.time() - end
+            self._step(iteration, images, targets)
+            batch_time = time.time() - end
+            end = time.time()
+            self.meters.update(time=batch_time, data=data_time)
+            if iteration % self.log_period == 0 or iteration == self.max_iter:
+                self._log(iteration, start_iter, start)
+            if iteration % self.checkpoint_period == 0 and iteration != self.max_iter:
+                self._save(f"model_{iteration:07d}", iteration)
+            if self.eval_fn and self.eval_period > 0 and iteration % self.eval_period == 0 \
+                    and iteration != self.max_iter:
+                self._evaluate(iteration)
+                end = time.time()
+            if iteration >= self.max_iter:
+                break
+        if iteration != self.max_iter:
+            raise RuntimeError(f"the data loader stopped at iteration {iteration} before "
+                               f"SOLVER.MAX_ITER {self.max_iter}")
+        self._save("model_final", self.max_iter)
+        total = time.time() - start
+        done = max(1, self.max_iter - start_iter)
+        logger.info("Total training time: %s (%.4f s / it)", eta_string(total), total / done)
+
+    def _step(self, iteration: int, images, targets) -> None:
+        loss_dict = self.model(images, targets)
+        total = sum(loss_dict.values())
+        # Reduced values are identical on every rank, so all ranks stop together.
+        reduced = reduce_dict({k: v.detach() for k, v in loss_dict.items()})
+        reduced_total = sum(reduced.values())
+        if not torch.isfinite(reduced_total):
+            values = {k: float(v) for k, v in reduced.items()}
+            base_lr, ims, warmup = self.solver_hint
+            raise NonFiniteLossError(non_finite_message(iteration, values, base_lr, ims, warmup))
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.clip_grad_norm:
+            params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.meters.update(loss=reduced_total, **reduced)
+
+    def _log(self, iteration: int, start_iter: int, start: float) -> None:
+        done = iteration - start_iter
+        eta = (time.time() - start) / done * (self.max_iter - iteration)
+        lr = self.optimizer.param_groups[0]["lr"]
+        for g in self.optimizer.param_groups:
+            if g.get("name") == "weight":
+                lr = g["lr"]
+        mem = torch.cuda.max_memory_allocated() / 2 ** 20 if torch.cuda.is_available() else 0.0
+        logger.info(self.meters.delimiter.join([
+            f"eta: {eta_string(eta)}", f"iter: {iteration}", str(self.meters), f"lr: {lr:.6f}",
+            f"max mem: {mem:.0f}M"]))
+        if self.writer is not None:
+            scalars = {f"train/{k}": m.median for k, m in self.meters.meters.items() if k.startswith("loss")}
+            scalars.update({"train/lr": lr, "train/time": self.meters.meters["time"].median,
+                            "train/data_time": self.meters.meters["data"].median})
+            self.writer.add_scalars(scalars, iteration)
+
+    def _save(self, name: str, iteration: int) -> None:
+        self.checkpointer.save(name, iteration=iteration, **self.checkpoint_extra)
+
+    def _evaluate(self, iteration: int) -> None:
+        self._evaluate_log(self.eval_fn(iteration), iteration)
+        self.model.train()
+
+    def _evaluate_log(self, results: dict, iteration: int) -> None:
+        if self.writer is not None and results:
+            scalars = {}
+            for dataset, metrics in results.items():
+                for iou_type, values in metrics.items():
+                    for k, v in values.items():
+                        if isinstance(v, (int, float)) and math.isfinite(v):
+                            scalars[f"eval/{dataset}/{iou_type}/{k}"] = v
+            self.writer.add_scalars(scalars, iteration)
+            self.writer.flush()

@@ -1,0 +1,42 @@
+"""RPN head: a shared 3x3 conv, then objectness and box deltas for A anchors per cell."""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RPNHead(nn.Module):
+    """Single-conv RPN head applied to every level.
+
+    Args:
+        in_channels: channels of the feature maps.
+        num_anchors: anchors per location (A).
+    """
+
+    def __init__(self, *, in_channels: int, num_anchors: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.cls_logits = nn.Conv2d(in_channels, num_anchors, 1)
+        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 1)
+        for layer in (self.conv, self.cls_logits, self.bbox_pred):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, features: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Predict for all levels.
+
+        Returns:
+            objectness ``(N, R)`` logits and deltas ``(N, R, 4)``, R = sum_l H_l W_l A, in the
+            anchor generator's order (location-major, anchor-minor).
+        """
+        logits, deltas = [], []
+        for f in features:
+            t = F.relu(self.conv(f))
+            n, _, h, w = f.shape
+            logits.append(self.cls_logits(t).permute(0, 2, 3, 1).reshape(n, -1))
+            d = self.bbox_pred(t).view(n, -1, 4, h, w).permute(0, 3, 4, 1, 2)
+            deltas.append(d.reshape(n, -1, 4))
+        return torch.cat(logits, 1), torch.cat(deltas, 1)

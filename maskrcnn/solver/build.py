@@ -1,0 +1,41 @@
+"""Optimizer and LR schedule from the SOLVER part of the config."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .lr_scheduler import WarmupCosineLR, WarmupMultiStepLR
+
+_NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
+
+
+def make_optimizer(cfg, model: nn.Module) -> torch.optim.SGD:
+    """SGD with momentum; biases get ``BIAS_LR_FACTOR`` and ``WEIGHT_DECAY_BIAS``,
+    norm layers ``WEIGHT_DECAY_NORM``. Frozen parameters are left out."""
+    s = cfg.SOLVER
+    groups = {}
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if isinstance(module, _NORMS):
+                key = ("norm", s.BASE_LR, s.WEIGHT_DECAY_NORM)
+            elif name == "bias":
+                key = ("bias", s.BASE_LR * s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_BIAS)
+            else:
+                key = ("weight", s.BASE_LR, s.WEIGHT_DECAY)
+            groups.setdefault(key, []).append(p)
+    params = [{"params": ps, "lr": lr, "weight_decay": wd, "name": kind}
+              for (kind, lr, wd), ps in sorted(groups.items(), key=lambda kv: kv[0][0])]
+    return torch.optim.SGD(params, lr=s.BASE_LR, momentum=s.MOMENTUM)
+
+
+def make_lr_scheduler(cfg, optimizer):
+    """``WarmupMultiStepLR`` or ``WarmupCosineLR`` per ``SOLVER.LR_SCHEDULER``."""
+    s = cfg.SOLVER
+    warm = dict(warmup_factor=s.WARMUP_FACTOR, warmup_iters=s.WARMUP_ITERS, warmup_method=s.WARMUP_METHOD)
+    if s.LR_SCHEDULER == "WarmupMultiStepLR":
+        return WarmupMultiStepLR(optimizer, s.STEPS, s.GAMMA, **warm)
+    if s.LR_SCHEDULER == "WarmupCosineLR":
+        return WarmupCosineLR(optimizer, s.MAX_ITER, s.COSINE_END_FACTOR, **warm)
+    raise ValueError(f"SOLVER.LR_SCHEDULER '{s.LR_SCHEDULER}' unknown: use WarmupMultiStepLR or WarmupCosineLR")

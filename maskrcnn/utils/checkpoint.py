@@ -1,0 +1,353 @@
+"""Saving and loading of training checkpoints.
+
+Checkpoints are written atomically and always loaded with
+``torch.load(..., weights_only=True)``: files that would need arbitrary
+pickled objects are refused rather than executed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+from collections import OrderedDict
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["Checkpointer", "load_model_state", "unwrap_model", "LAST_CHECKPOINT_FILE"]
+
+LAST_CHECKPOINT_FILE = "last_checkpoint"
+_RESERVED = ("model", "optimizer", "scheduler")
+_SCHEMES = ("catalog://", "torchvision://", "http://", "https://")
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Returns ``model.module`` for (Distributed)DataParallel wrappers, else ``model``."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    while isinstance(model, wrappers):
+        model = model.module
+    return model
+
+
+def _atomic_write(path: str, write_fn: Callable[[Any], None]) -> None:
+    """Writes a file via a temporary sibling, fsync and ``os.replace``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # persist the rename itself; not supported everywhere
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _collapse(names: list[str], max_lines: int = 30) -> list[str]:
+    """Groups parameter names sharing a parent module into ``prefix.{a, b}`` lines."""
+    groups: "OrderedDict[str, list[str]]" = OrderedDict()
+    for n in names:
+        parent, _, leaf = n.rpartition(".")
+        groups.setdefault(parent, []).append(leaf)
+    lines = []
+    for parent, leaves in groups.items():
+        if not parent:
+            lines.extend(leaves)
+        elif len(leaves) == 1:
+            lines.append(f"{parent}.{leaves[0]}")
+        else:
+            lines.append(f"{parent}.{{{', '.join(leaves)}}}")
+    if len(lines) <= max_lines:
+        return lines
+    coarse: "OrderedDict[str, int]" = OrderedDict()
+    for n in names:
+        key = ".".join(n.split(".")[:2])
+        coarse[key] = coarse.get(key, 0) + 1
+    return [f"{k}.* ({c} tensors)" if c > 1 else k for k, c in coarse.items()]
+
+
+def load_model_state(
+    model: nn.Module,
+    state_dict: Mapping[str, Any],
+    logger: logging.Logger | None = None,
+) -> dict[str, list]:
+    """Loads matching tensors of ``state_dict`` into ``model``, tolerantly.
+
+    A leading ``"module."`` is stripped from the file's keys. Tensors whose
+    shape differs from the model's (e.g. a class-specific head when
+    fine-tuning with another number of classes) are skipped instead of
+    raising. A readable report is logged.
+
+    Args:
+        model: Target model (DDP/DataParallel wrappers are unwrapped).
+        state_dict: Mapping from parameter/buffer name to tensor.
+        logger: Logger for the report; the module logger when ``None``.
+
+    Returns:
+        ``{"loaded": [names], "skipped": [(name, file_shape, model_shape)],
+        "missing": [model names absent from the file], "unexpected": [file
+        names absent from the model]}``.
+    """
+    logger = logger or logging.getLogger(__name__)
+    model = unwrap_model(model)
+    own = model.state_dict()
+    filtered: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    skipped: list[tuple[str, tuple, tuple]] = []
+    unexpected: list[str] = []
+    for key, value in state_dict.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        if name not in own:
+            unexpected.append(name)
+            continue
+        if not isinstance(value, torch.Tensor):
+            unexpected.append(name)
+            continue
+        if tuple(value.shape) != tuple(own[name].shape):
+            skipped.append((name, tuple(value.shape), tuple(own[name].shape)))
+            continue
+        filtered[name] = value
+    in_file = set(filtered) | {s[0] for s in skipped}
+    missing = [k for k in own if k not in in_file]
+    model.load_state_dict(filtered, strict=False)
+
+    report = {
+        "loaded": list(filtered),
+        "skipped": skipped,
+        "missing": missing,
+        "unexpected": unexpected,
+    }
+    lines = [f"loaded {len(filtered)}/{len(own)} tensors of the model"]
+    if skipped:
+        lines.append(f"skipped {len(skipped)} tensors with mismatched shape (file -> model):")
+        lines += [f"  {n}: {tuple(fs)} -> {tuple(ms)}" for n, fs, ms in skipped]
+    if missing:
+        lines.append(f"missing from file ({len(missing)}), left as initialised:")
+        lines += [f"  {n}" for n in _collapse(missing)]
+    if unexpected:
+        lines.append(f"unexpected in file ({len(unexpected)}), ignored:")
+        lines += [f"  {n}" for n in _collapse(unexpected)]
+    level = logging.WARNING if (skipped or missing or unexpected) else logging.INFO
+    logger.log(level, "\n".join(lines))
+    return report
+
+
+class Checkpointer:
+    """Saves and restores model, optimizer, scheduler and extra state.
+
+    Args:
+        model: The model (DDP wrappers are unwrapped on save and load).
+        optimizer: Optional optimizer.
+        scheduler: Optional LR scheduler (anything with ``state_dict``).
+        save_dir: Directory for checkpoints and the ``last_checkpoint`` file.
+        save_to_disk: Whether this process writes files (main rank only).
+        logger: Logger; defaults to this module's logger.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any | None = None,
+        save_dir: str | os.PathLike = "",
+        save_to_disk: bool = True,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.save_dir = os.fspath(save_dir)
+        self.save_to_disk = save_to_disk
+        self.logger = logger or logging.getLogger(__name__)
+
+    # ------------------------------------------------------------------ save
+    def save(self, name: str, **extra: Any) -> str | None:
+        """Writes ``save_dir/name.pth`` atomically, then updates ``last_checkpoint``.
+
+        Args:
+            name: File stem, e.g. ``"model_0005000"`` or ``"model_final"``.
+            **extra: Additional picklable state (e.g. ``iteration=5000``);
+                keep to tensors, numbers, strings and containers of them so
+                that ``weights_only`` loading accepts it.
+
+        Returns:
+            The written path, or ``None`` when this process does not save.
+        """
+        if not self.save_to_disk or not self.save_dir:
+            return None
+        os.makedirs(self.save_dir, exist_ok=True)
+        data: dict[str, Any] = {"model": unwrap_model(self.model).state_dict()}
+        if self.optimizer is not None:
+            data["optimizer"] = self.optimizer.state_dict()
+        if self.scheduler is not None:
+            data["scheduler"] = self.scheduler.state_dict()
+        data.update(extra)
+        filename = f"{name}.pth"
+        path = os.path.join(self.save_dir, filename)
+        self.logger.info("saving checkpoint to %s", path)
+        _atomic_write(path, lambda f: torch.save(data, f))
+        self._tag_last_checkpoint(filename)
+        return path
+
+    def _tag_last_checkpoint(self, filename: str) -> None:
+        tag = os.path.join(self.save_dir, LAST_CHECKPOINT_FILE)
+        _atomic_write(tag, lambda f: f.write(filename.encode("utf-8")))
+
+    # ------------------------------------------------------------- discover
+    def has_checkpoint(self) -> bool:
+        """Returns True when ``save_dir/last_checkpoint`` exists."""
+        return bool(self.save_dir) and os.path.isfile(
+            os.path.join(self.save_dir, LAST_CHECKPOINT_FILE)
+        )
+
+    def get_checkpoint_file(self) -> str:
+        """Returns the checkpoint path recorded in ``last_checkpoint``.
+
+        Relative names are resolved against ``save_dir``. An absolute path
+        that no longer exists (e.g. the output directory was moved) falls
+        back to its base name inside ``save_dir`` when that exists.
+
+        Returns:
+            The path, or ``""`` when there is no ``last_checkpoint``.
+        """
+        tag = os.path.join(self.save_dir, LAST_CHECKPOINT_FILE)
+        try:
+            with open(tag, encoding="utf-8") as f:
+                name = f.read().strip()
+        except OSError:
+            return ""
+        if not name:
+            return ""
+        if os.path.isabs(name):
+            local = os.path.join(self.save_dir, os.path.basename(name))
+            if not os.path.exists(name) and os.path.exists(local):
+                return local
+            return name
+        return os.path.join(self.save_dir, name)
+
+    # ----------------------------------------------------------------- load
+    def _read(self, path: str) -> dict[str, Any]:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint file not found: {path}")
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            msg = str(e)
+            if "Unsupported" in msg or "allowed global" in msg:
+                raise RuntimeError(
+                    f"{path} is not a valid checkpoint: it contains pickled objects other "
+                    "than tensors and plain containers, and loading arbitrary pickles is "
+                    f"refused for safety (weights_only=True). Details: {msg.splitlines()[-1]}"
+                ) from e
+            raise RuntimeError(f"{path} is not a valid checkpoint (corrupt or truncated): {e}") from e
+        except Exception as e:  # zip errors, EOFError, bad magic number, ...
+            raise RuntimeError(
+                f"{path} is not a valid checkpoint (corrupt or truncated): "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        if not isinstance(data, Mapping):
+            raise RuntimeError(
+                f"{path} is not a valid checkpoint: expected a dict, got {type(data).__name__}"
+            )
+        if "model" not in data:
+            if "state_dict" in data and isinstance(data["state_dict"], Mapping):
+                rest = {k: v for k, v in data.items() if k != "state_dict"}
+                return {"model": data["state_dict"], **rest}
+            return {"model": data}  # a raw state dict
+        return dict(data)
+
+    def load(self, path: str | os.PathLike, model_only: bool = False) -> dict[str, Any]:
+        """Loads a checkpoint into the model (and optimizer/scheduler).
+
+        Args:
+            path: Checkpoint file: a dict with a ``"model"`` key or a raw
+                state dict.
+            model_only: Load only model weights; optimizer, scheduler and
+                iteration in the file are ignored.
+
+        Returns:
+            The remaining entries of the file (e.g. ``"iteration"``), or ``{}``
+            when ``model_only``.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            RuntimeError: The file is not a valid (weights-only) checkpoint.
+        """
+        path = os.fspath(path)
+        self.logger.info("loading checkpoint from %s", path)
+        data = self._read(path)
+        load_model_state(self.model, data.pop("model"), self.logger)
+        if model_only:
+            if any(k in data for k in ("optimizer", "scheduler", "iteration")):
+                self.logger.info(
+                    "loaded model weights only; optimizer, scheduler and iteration start fresh"
+                )
+            return {}
+        if "optimizer" in data:
+            state = data.pop("optimizer")
+            if self.optimizer is not None:
+                self.logger.info("loading optimizer state from %s", path)
+                self.optimizer.load_state_dict(state)
+        if "scheduler" in data:
+            state = data.pop("scheduler")
+            if self.scheduler is not None:
+                self.logger.info("loading scheduler state from %s", path)
+                self.scheduler.load_state_dict(state)
+        return data
+
+    def resume_or_load(self, weights: str | os.PathLike, resume: bool) -> dict[str, Any]:
+        """Resumes from ``last_checkpoint`` or initialises from ``weights``.
+
+        Args:
+            weights: Local weights file for initialisation ("" for none).
+            resume: Resume the full training state from ``save_dir`` if a
+                ``last_checkpoint`` exists.
+
+        Returns:
+            Extra state of the resumed checkpoint (with ``"iteration"``), or
+            ``{}`` when starting fresh.
+
+        Raises:
+            ValueError: ``weights`` uses a URL-like scheme (only local files
+                are supported).
+        """
+        weights = os.fspath(weights) if weights else ""
+        if resume:
+            if self.has_checkpoint():
+                path = self.get_checkpoint_file()
+                self.logger.info("resuming training state from %s", path)
+                return self.load(path)
+            self.logger.info(
+                "--resume given but no checkpoint found in %r; starting from weights %r",
+                self.save_dir, weights,
+            )
+        elif self.has_checkpoint():
+            self.logger.warning(
+                "found %s in %r naming %s; it is IGNORED because --resume was not given. "
+                "Training starts from iteration 0 and new checkpoints will be written beside it.",
+                LAST_CHECKPOINT_FILE, self.save_dir, self.get_checkpoint_file(),
+            )
+        if not weights:
+            return {}
+        if "://" in weights:
+            raise ValueError(
+                f"cannot load weights {weights!r}: only local files are supported for now "
+                f"(schemes such as {', '.join(_SCHEMES)} are not implemented)"
+            )
+        self.load(weights, model_only=True)
+        return {}

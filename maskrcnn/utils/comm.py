@@ -1,0 +1,194 @@
+"""Helpers around :mod:`torch.distributed`.
+
+All functions degrade gracefully to single-process behaviour when
+``torch.distributed`` is unavailable or has not been initialised.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "get_world_size",
+    "get_rank",
+    "get_local_rank",
+    "is_main_process",
+    "synchronize",
+    "all_gather",
+    "gather_to_main",
+    "reduce_dict",
+    "init_distributed",
+    "local_rank_from_env_or_arg",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_world_size() -> int:
+    """Returns the number of processes in the default group (1 if not distributed)."""
+    return dist.get_world_size() if _is_dist() else 1
+
+
+def get_rank() -> int:
+    """Returns the global rank of this process (0 if not distributed)."""
+    return dist.get_rank() if _is_dist() else 0
+
+
+def get_local_rank() -> int:
+    """Returns the rank of this process on its machine.
+
+    Reads the ``LOCAL_RANK`` environment variable set by the launcher.
+
+    Returns:
+        The local rank, 0 when the variable is unset.
+    """
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """Returns True on global rank 0."""
+    return get_rank() == 0
+
+
+def synchronize() -> None:
+    """Barrier across all processes; no-op when not distributed or world size 1."""
+    if not _is_dist() or dist.get_world_size() == 1:
+        return
+    if dist.get_backend() == "nccl" and torch.cuda.is_available():
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        dist.barrier()
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """Gathers an arbitrary picklable object from every rank.
+
+    Args:
+        obj: Any picklable object.
+
+    Returns:
+        A list with one entry per rank, ordered by rank.
+    """
+    world = get_world_size()
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """Gathers an arbitrary picklable object onto rank 0.
+
+    Args:
+        obj: Any picklable object.
+
+    Returns:
+        On rank 0 a list with one entry per rank; ``None`` on other ranks.
+    """
+    world = get_world_size()
+    if world == 1:
+        return [obj]
+    rank = get_rank()
+    out: list[Any] | None = [None] * world if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def reduce_dict(d: dict[str, torch.Tensor], average: bool = True) -> dict[str, torch.Tensor]:
+    """Sums (or averages) a dict of scalar tensors over all ranks.
+
+    Every rank receives the reduced values (all-reduce), so the result is
+    correct on rank 0 and on all other ranks.
+
+    Args:
+        d: Mapping from name to scalar (0-dim or 1-element) tensor. All ranks
+            must pass the same keys.
+        average: Divide the sum by the world size.
+
+    Returns:
+        A new dict with the same keys holding the reduced 0-dim tensors.
+    """
+    world = get_world_size()
+    if world < 2:
+        return dict(d)
+    with torch.no_grad():
+        names = sorted(d.keys())
+        values = torch.stack([d[k].detach().reshape(()).float() for k in names])
+        dist.all_reduce(values)
+        if average:
+            values /= world
+        return {k: v for k, v in zip(names, values)}
+
+
+def init_distributed(backend: str | None = None, timeout_s: int = 1800) -> bool:
+    """Initialises the default process group from launcher environment variables.
+
+    Understands the variables set by ``torchrun`` and by
+    ``python -m torch.distributed.launch --use_env``: ``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``.
+
+    Args:
+        backend: Process-group backend; ``"nccl"`` if CUDA is available else
+            ``"gloo"`` when ``None``.
+        timeout_s: Timeout of collective operations in seconds.
+
+    Returns:
+        True if a process group was initialised (or already was), False when
+        running single-process (``WORLD_SIZE`` unset or 1).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return False
+    if _is_dist():
+        return True
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    local_rank = get_local_rank()
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    rank = int(os.environ.get("RANK", "0"))
+    dist.init_process_group(
+        backend=backend,
+        init_method="env://",
+        world_size=world,
+        rank=rank,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
+    logger.info(
+        "initialised distributed: backend=%s rank=%d/%d local_rank=%d",
+        backend, rank, world, local_rank,
+    )
+    synchronize()
+    return True
+
+
+def local_rank_from_env_or_arg(arg_value: int | None) -> int:
+    """Resolves the local rank from ``LOCAL_RANK`` or a ``--local_rank`` argument.
+
+    The environment variable wins. When only the argument is given it is
+    exported as ``LOCAL_RANK`` so that later code can rely on the variable.
+
+    Args:
+        arg_value: Value of a ``--local_rank``/``--local-rank`` CLI argument.
+
+    Returns:
+        The local rank, 0 if neither source provides one.
+    """
+    env = os.environ.get("LOCAL_RANK")
+    if env is not None and env != "":
+        return int(env)
+    if arg_value is not None:
+        os.environ["LOCAL_RANK"] = str(int(arg_value))
+        return int(arg_value)
+    return 0

@@ -1,0 +1,101 @@
+"""Resize / flip transforms on images and targets."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from maskrcnn.data.transforms import (Compose, RandomHorizontalFlip, ResizeShortestEdge,
+                                      build_transforms, get_resize_size)
+from maskrcnn.structures.bounding_box import BoxList
+from maskrcnn.structures.segmentation_mask import InstanceMasks
+
+
+def _target(h=60, w=90):
+    boxes = torch.tensor([[10.0, 5.0, 40.0, 35.0], [50.0, 20.0, 80.0, 50.0]])
+    target = BoxList(boxes, (h, w))
+    target.add_field("labels", torch.tensor([1, 2]))
+    poly = [[11.3, 6.1, 38.7, 9.4, 25.2, 33.8], [14.0, 20.0, 20.5, 20.0, 17.1, 30.2]]
+    m = np.zeros((h, w), np.uint8)
+    m[22:47, 53:71] = 1
+    m[30:40, 71:78] = 1
+    rle = mask_utils.encode(np.asfortranarray(m))
+    target.add_field("masks", InstanceMasks([poly, None], (h, w), rles=[None, rle]))
+    return target
+
+
+@pytest.mark.parametrize("h, w, min_size, max_size, expected", [
+    (480, 640, 800, 1333, (800, 1067)),
+    (640, 480, 800, 1333, (1067, 800)),
+    (100, 1000, 800, 1333, (133, 1333)),   # long side capped
+    (60, 90, 30, 0, (30, 45)),             # no cap
+])
+def test_get_resize_size(h, w, min_size, max_size, expected):
+    assert get_resize_size(h, w, min_size, max_size) == expected
+
+
+def test_resize_image_and_boxes():
+    image = torch.randint(0, 256, (3, 60, 90), dtype=torch.uint8)
+    out, target = ResizeShortestEdge((120,), 1000)(image, _target())
+    assert out.dtype == torch.uint8 and out.shape == (3, 120, 180)
+    assert target.size == (120, 180) and target.get_field("masks").size == (120, 180)
+    assert torch.allclose(target.bbox, _target().bbox * 2)
+    capped, t2 = ResizeShortestEdge((120,), 150)(image, _target())
+    assert capped.shape == (3, 100, 150) and t2.size == (100, 150)
+    same, t3 = ResizeShortestEdge((60,), 1000)(image, None)
+    assert torch.equal(same, image) and t3 is None
+
+
+def test_multiscale_choice_within_set():
+    torch.manual_seed(0)
+    resize = ResizeShortestEdge((20, 30, 40), 1000)
+    shorts = {resize(torch.zeros(3, 60, 90, dtype=torch.uint8), None)[0].shape[1] for _ in range(40)}
+    assert shorts == {20, 30, 40}
+
+
+def test_randomness_follows_torch_seed():
+    t = Compose([ResizeShortestEdge((20, 30, 40, 50), 1000), RandomHorizontalFlip(0.5)])
+    image = torch.randint(0, 256, (3, 60, 90), dtype=torch.uint8)
+
+    def run():
+        torch.manual_seed(123)
+        return [t(image, _target())[1].bbox for _ in range(10)]
+
+    assert all(torch.equal(a, b) for a, b in zip(run(), run()))
+
+
+def test_flip_boxes_image_and_masks_consistent():
+    image = torch.randint(0, 256, (3, 60, 90), dtype=torch.uint8)
+    target = _target()
+    flipped_img, flipped = RandomHorizontalFlip(1.0)(image, target)
+    assert torch.equal(flipped_img, image.flip(-1))
+    assert flipped.bbox.tolist() == [[50.0, 5.0, 80.0, 35.0], [10.0, 20.0, 40.0, 50.0]]
+    idx = torch.arange(2)
+    for m in (7, 14, 28):
+        want = target.get_field("masks").crop_and_resize(target.bbox, idx, m).flip(-1)
+        got = flipped.get_field("masks").crop_and_resize(flipped.bbox, idx, m)
+        assert torch.equal(got, want)
+        assert got[0].sum() > 0 and got[1].sum() > 0
+    unchanged_img, unchanged = RandomHorizontalFlip(0.0)(image, target)
+    assert torch.equal(unchanged_img, image) and torch.equal(unchanged.bbox, target.bbox)
+
+
+def test_resize_then_flip_masks_follow_boxes():
+    torch.manual_seed(0)
+    image = torch.zeros(3, 60, 90, dtype=torch.uint8)
+    _, out = Compose([ResizeShortestEdge((30,), 1000), RandomHorizontalFlip(1.0)])(image, _target())
+    assert out.size == (30, 45)
+    masks = out.get_field("masks").crop_and_resize(out.bbox, torch.arange(2), 14)
+    assert masks[1].mean() > 0.5  # RLE instance fills most of its box after resize + flip
+
+
+def test_build_transforms_from_cfg():
+    cfg = SimpleNamespace(INPUT=SimpleNamespace(MIN_SIZE_TRAIN=(30, 40), MAX_SIZE_TRAIN=100,
+                                                MIN_SIZE_TEST=50, MAX_SIZE_TEST=70,
+                                                HORIZONTAL_FLIP_PROB_TRAIN=0.5))
+    train, test = build_transforms(cfg, True), build_transforms(cfg, False)
+    assert train.transforms[0].min_sizes == (30, 40) and train.transforms[1].prob == 0.5
+    assert len(test.transforms) == 1
+    img, _ = test(torch.zeros(3, 60, 90, dtype=torch.uint8), None)
+    assert img.shape == (3, 47, 70)
