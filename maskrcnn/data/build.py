@@ -24,7 +24,7 @@ from maskrcnn.data.samplers import (GroupedBatchSampler, InferenceSampler, Itera
                                     TrainingSampler, get_world_size_and_rank)
 from maskrcnn.data.transforms import build_transforms
 
-__all__ = ["build_dataset", "build_train_loader", "build_test_loaders", "CategoryConcatDataset",
+__all__ = ["build_dataset", "build_train_dataset", "dataset_categories", "build_train_loader", "build_test_loaders", "CategoryConcatDataset",
            "SeededDataset", "SeededBatchSampler", "per_process_batch_size", "aspect_ratio_group_ids"]
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,26 @@ def build_dataset(cfg: Any, name: str, is_train: bool) -> COCODataset:
                        is_train=is_train, filter_empty=filter_empty)
 
 
-def build_train_loader(cfg: Any, start_iter: int = 0) -> DataLoader:
+def build_train_dataset(cfg: Any):
+    """The training set: one COCODataset, or a CategoryConcatDataset of ``DATASETS.TRAIN``."""
+    names = tuple(cfg.DATASETS.TRAIN)
+    if not names:
+        raise ValueError("DATASETS.TRAIN is empty: name at least one training set")
+    datasets = [build_dataset(cfg, n, is_train=True) for n in names]
+    dataset = datasets[0] if len(datasets) == 1 else CategoryConcatDataset(datasets)
+    if len(dataset) == 0:
+        raise ValueError(f"training dataset {names} has no images (after filtering empty ones)")
+    return dataset
+
+
+def dataset_categories(dataset: Any) -> List[Dict[str, Any]]:
+    """``[{"id": category_id, "name": name}]`` for contiguous labels 1..K, in order."""
+    inner = getattr(dataset, "dataset", dataset)
+    return [{"id": int(inner.contiguous_to_category_id[k]), "name": str(inner.class_names[k])}
+            for k in range(1, len(inner.class_names))]
+
+
+def build_train_loader(cfg: Any, start_iter: int = 0, dataset: Any = None) -> DataLoader:
     """Iteration-based training loader yielding ``(images, targets, infos)`` batches.
 
     Args:
@@ -157,17 +176,13 @@ def build_train_loader(cfg: Any, start_iter: int = 0) -> DataLoader:
             ``SOLVER.MAX_ITER``, ``SEED``, ``INPUT.*``).
         start_iter: iteration to resume from; the loader yields ``MAX_ITER - start_iter`` batches,
             the tail of the uninterrupted sequence.
+        dataset: the training set if already built (see :func:`build_train_dataset`).
 
     Returns:
         DataLoader whose ``.dataset.dataset`` is the COCODataset (or CategoryConcatDataset).
     """
-    names = tuple(cfg.DATASETS.TRAIN)
-    if not names:
-        raise ValueError("DATASETS.TRAIN is empty")
-    datasets = [build_dataset(cfg, n, is_train=True) for n in names]
-    dataset = datasets[0] if len(datasets) == 1 else CategoryConcatDataset(datasets)
-    if len(dataset) == 0:
-        raise ValueError(f"training dataset {names} has no images (after filtering empty ones)")
+    if dataset is None:
+        dataset = build_train_dataset(cfg)
     batch = per_process_batch_size(int(cfg.SOLVER.IMS_PER_BATCH), "SOLVER.IMS_PER_BATCH")
     world, rank = get_world_size_and_rank()
     seed = _shared_seed(cfg.SEED)

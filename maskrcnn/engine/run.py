@@ -9,7 +9,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import CfgNode, resolve_num_classes
-from ..data.build import build_test_loaders, build_train_loader, dataset_categories
+from ..data.build import build_test_loaders, build_train_dataset, build_train_loader, dataset_categories
 from ..modeling import build_model
 from ..solver import make_lr_scheduler, make_optimizer
 from ..utils.checkpoint import Checkpointer
@@ -38,10 +38,8 @@ def _write_config(cfg: CfgNode) -> None:
 def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
     """Train per ``cfg``, evaluate on ``DATASETS.TEST`` at the end; returns the metrics (rank 0)."""
     seed = seed_all(cfg.SEED)
-    # The loader is built at start_iter 0 first only to read the categories; rebuilt below.
-    probe = build_train_loader(cfg, start_iter=0)
-    categories = _resolve_classes_from(cfg, probe.dataset)
-    del probe
+    dataset = build_train_dataset(cfg)
+    categories = _resolve_classes_from(cfg, dataset)
     _write_config(cfg)
     model = build_model(cfg)
     optimizer = make_optimizer(cfg, model)
@@ -52,7 +50,7 @@ def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
     if start_iter >= cfg.SOLVER.MAX_ITER:
         logger.info("Checkpoint is at iteration %d >= SOLVER.MAX_ITER %d: nothing to train",
                     start_iter, cfg.SOLVER.MAX_ITER)
-    loader = build_train_loader(cfg, start_iter=start_iter)
+    loader = build_train_loader(cfg, start_iter=start_iter, dataset=dataset)
     if get_world_size() > 1:
         device_ids = [torch.cuda.current_device()] if model.device.type == "cuda" else None
         train_model = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False,

@@ -16,6 +16,17 @@ from ..utils.metric_logger import MetricLogger, eta_string
 logger = logging.getLogger(__name__)
 
 
+def _max_memory_mb() -> float:
+    """Peak CUDA memory allocated, or on the CPU the process's peak resident set size."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    except ImportError:  # Windows
+        return 0.0
+
+
 class NonFiniteLossError(FloatingPointError):
     """Raised when a loss is NaN or infinite; nothing has been applied to the weights."""
 
@@ -128,7 +139,7 @@ class Trainer:
         for g in self.optimizer.param_groups:
             if g.get("name") == "weight":
                 lr = g["lr"]
-        mem = torch.cuda.max_memory_allocated() / 2 ** 20 if torch.cuda.is_available() else 0.0
+        mem = _max_memory_mb()
         logger.info(self.meters.delimiter.join([
             f"eta: {eta_string(eta)}", f"iter: {iteration}", str(self.meters), f"lr: {lr:.6f}",
             f"max mem: {mem:.0f}M"]))

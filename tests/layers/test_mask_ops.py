@@ -61,7 +61,7 @@ def coco_encode(mask: torch.Tensor) -> dict:
     return mask_util.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_rle_matches_pycocotools_encode(seed, dtype):
     gen = torch.Generator().manual_seed(seed)
@@ -184,4 +184,4 @@ def test_masks_to_rle_memory_bounded():
     assert out.returncode == 0, out.stderr
     extra_bytes, seconds = [float(v) for v in out.stdout.split()]
     assert extra_bytes < 1024 ** 3, f"peak RSS grew by {extra_bytes / 2**20:.0f} MB"
-    assert seconds < 20
+    assert seconds < 60  # ~5 s on an idle 2-core machine; generous for shared CI

@@ -1,0 +1,224 @@
+"""COCO box / mask evaluation of gathered predictions with pycocotools.
+
+Predictions must be given at the ORIGINAL image size of the COCO json (boxes in
+original pixels, ``BoxList.size == (height, width)`` of the json entry). A
+mismatch raises a ``ValueError`` instead of silently scoring mAP 0 because
+predictions and ground truth live at different scales.
+
+Metrics are in percent; values pycocotools cannot compute (``-1``, e.g. no
+small objects in the ground truth) are reported as ``float('nan')``.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import math
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from maskrcnn.layers.mask_ops import masks_to_rle
+from maskrcnn.structures.bounding_box import BoxList
+
+__all__ = ["evaluate_coco", "per_class_ap", "predictions_to_coco_results", "METRIC_NAMES"]
+
+#: Keys of each iou type's metrics, in the order of ``COCOeval.stats[:6]``.
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+_IOU_TYPES = ("bbox", "segm")
+
+
+def _check_sizes(coco: COCO, predictions: Mapping[int, BoxList]) -> None:
+    """Raise ``ValueError`` if a prediction's image is unknown or not at the json's size."""
+    for image_id, boxlist in predictions.items():
+        if int(image_id) not in coco.imgs:
+            raise ValueError(f"prediction for image id {image_id}, which is not in the ground truth")
+        info = coco.imgs[int(image_id)]
+        expected = (int(info["height"]), int(info["width"]))
+        if tuple(boxlist.size) != expected:
+            raise ValueError(
+                f"image id {image_id}: prediction BoxList.size (h, w) = {tuple(boxlist.size)} but "
+                f"the ground truth image is {expected}; resize predictions to the original image "
+                f"size (boxlist.resize((height, width))) before evaluation")
+
+
+def predictions_to_coco_results(predictions: Mapping[int, BoxList],
+                                contiguous_to_category_id: Mapping[int, int]
+                                ) -> List[Dict[str, Any]]:
+    """Convert per-image BoxLists to COCO result dicts.
+
+    Args:
+        predictions: ``image_id -> BoxList`` at original image size with fields
+            ``"scores"`` ``(N,)``, ``"labels"`` ``(N,)`` contiguous and optionally
+            ``"mask"`` ``(N, 1, M, M)`` probabilities.
+        contiguous_to_category_id: contiguous label -> COCO category id.
+
+    Returns:
+        One dict per detection: ``image_id``, ``category_id``, ``bbox`` (xywh
+        floats), ``score`` and, when the BoxList has masks, ``segmentation`` (RLE).
+    """
+    results: List[Dict[str, Any]] = []
+    for image_id in sorted(predictions, key=int):
+        boxlist = predictions[image_id]
+        if len(boxlist) == 0:
+            continue
+        boxes = boxlist.bbox.detach().cpu().double()
+        xywh = _xyxy_to_xywh(boxes).tolist()
+        scores = boxlist.get_field("scores").detach().cpu().tolist()
+        labels = boxlist.get_field("labels").detach().cpu().tolist()
+        rles: Optional[List[Dict[str, Any]]] = None
+        if boxlist.has_field("mask"):
+            rles = masks_to_rle(boxlist.get_field("mask").detach(), boxes, boxlist.size)
+        for k, (box, score, label) in enumerate(zip(xywh, scores, labels)):
+            if int(label) not in contiguous_to_category_id:
+                raise ValueError(f"image id {image_id}: label {label} has no COCO category id")
+            res = {"image_id": int(image_id), "category_id": int(contiguous_to_category_id[int(label)]),
+                   "bbox": [float(v) for v in box], "score": float(score)}
+            if rles is not None:
+                res["segmentation"] = rles[k]
+            results.append(res)
+    return results
+
+
+def _xyxy_to_xywh(boxes: Any) -> Any:
+    """``(N, 4)`` xyxy tensor -> ``(N, 4)`` xywh tensor."""
+    out = boxes.clone()
+    out[:, 2:] = boxes[:, 2:] - boxes[:, :2]
+    return out
+
+
+def _load_results(coco_gt: COCO, results: List[Dict[str, Any]], iou_type: str) -> COCO:
+    """COCO object of the results; an empty one (all images, no annotations) if none."""
+    if iou_type == "segm":  # area and size ranges from the mask, not the box
+        results = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+    else:
+        results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+    if results:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return coco_gt.loadRes(copy.deepcopy(results))
+    coco_dt = COCO()  # loadRes asserts on an empty list
+    coco_dt.dataset = {"images": list(coco_gt.dataset["images"]),
+                       "categories": copy.deepcopy(coco_gt.dataset["categories"]), "annotations": []}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt.createIndex()
+    return coco_dt
+
+
+def _run_cocoeval(coco_gt: COCO, coco_dt: COCO, iou_type: str, logger: logging.Logger) -> COCOeval:
+    """evaluate / accumulate / summarize, with pycocotools' printing sent to ``logger``."""
+    coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        coco_eval.summarize()
+    logger.info("COCO %s results:\n%s", iou_type, buffer.getvalue().rstrip())
+    return coco_eval
+
+
+def _to_percent(value: float) -> float:
+    value = float(value)
+    return float("nan") if value < 0 or not math.isfinite(value) else 100.0 * value
+
+
+def per_class_ap(coco_eval: COCOeval, class_names: Sequence[str]) -> Dict[str, float]:
+    """AP (IoU 0.50:0.95, all areas, maxDets 100) per class, in percent.
+
+    Args:
+        coco_eval: an accumulated ``COCOeval``; its ``params.catIds`` are sorted, so
+            the k-th category is contiguous class ``k + 1``.
+        class_names: ``class_names[0]`` is background, ``class_names[k]`` the name of
+            contiguous class ``k``.
+
+    Returns:
+        ``{class name: AP%}``; ``nan`` for classes without ground truth.
+    """
+    precision = coco_eval.eval["precision"]  # (T, R, K, A, M)
+    cat_ids = list(coco_eval.params.catIds)
+    if len(class_names) - 1 != len(cat_ids) or precision.shape[2] != len(cat_ids):
+        raise ValueError(f"{len(class_names) - 1} class names for {len(cat_ids)} categories")
+    out: Dict[str, float] = {}
+    for k in range(len(cat_ids)):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        out[str(class_names[k + 1])] = float(np.mean(p)) * 100.0 if p.size else float("nan")
+    return out
+
+
+def format_per_class_table(aps: Mapping[str, float], columns: int = 3) -> str:
+    """Readable text table of ``{class: AP%}``, ``columns`` (class, AP) pairs per row."""
+    items = list(aps.items())
+    if not items:
+        return "(no classes)"
+    width = max(5, max(len(name) for name, _ in items))
+    cells = [f"{name:<{width}} | {ap:6.2f}" for name, ap in items]
+    header = " | ".join([f"{'class':<{width}} | {'AP':>6}"] * min(columns, len(cells)))
+    rows = [" | ".join(cells[i:i + columns]) for i in range(0, len(cells), columns)]
+    return "\n".join([header, "-" * len(header)] + rows)
+
+
+def evaluate_coco(dataset: Any, predictions: Mapping[int, BoxList], output_dir: Optional[str] = None,
+                  iou_types: Sequence[str] = _IOU_TYPES,
+                  logger: Optional[logging.Logger] = None) -> Dict[str, Dict[str, float]]:
+    """Evaluate predictions against ``dataset.coco`` with pycocotools.
+
+    Args:
+        dataset: object with ``.coco`` (ground-truth ``COCO``), ``.contiguous_to_category_id``,
+            ``.class_names`` and ``.name``.
+        predictions: ``image_id -> BoxList`` at the original image size (see module doc),
+            fields ``"scores"``, ``"labels"`` and optionally ``"mask"`` ``(N, 1, M, M)``.
+            Every ground-truth image is evaluated; images without an entry count as
+            images without detections.
+        output_dir: if given, ``coco_instances_results.json`` and ``metrics.json`` are
+            written there.
+        iou_types: subset of ``("bbox", "segm")``; ``"segm"`` is skipped when no
+            prediction has masks.
+        logger: where pycocotools' summaries and the per-class table go.
+
+    Returns:
+        ``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` in percent,
+        ``nan`` where not computable.
+
+    Raises:
+        ValueError: a prediction is not at its ground-truth image size, refers to an
+            unknown image, or has a label without a category id.
+    """
+    logger = logger or logging.getLogger(__name__)
+    for iou_type in iou_types:
+        if iou_type not in _IOU_TYPES:
+            raise ValueError(f"unsupported iou type {iou_type!r}; expected one of {_IOU_TYPES}")
+    coco_gt: COCO = dataset.coco
+    _check_sizes(coco_gt, predictions)
+    missing = len(set(coco_gt.imgs) - {int(i) for i in predictions})
+    if missing:
+        logger.warning("%s: %d of %d images have no predictions entry", dataset.name, missing,
+                       len(coco_gt.imgs))
+    results = predictions_to_coco_results(predictions, dataset.contiguous_to_category_id)
+    logger.info("%s: %d detections on %d images", dataset.name, len(results), len(predictions))
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "coco_instances_results.json"), "w") as f:
+            json.dump(results, f)
+    has_masks = any(b.has_field("mask") for b in predictions.values())
+    metrics: Dict[str, Dict[str, float]] = {}
+    for iou_type in iou_types:
+        if iou_type == "segm" and not has_masks:
+            logger.info("%s: no predicted masks, skipping segm evaluation", dataset.name)
+            continue
+        type_results = [r for r in results if iou_type == "bbox" or "segmentation" in r]
+        coco_eval = _run_cocoeval(coco_gt, _load_results(coco_gt, type_results, iou_type),
+                                  iou_type, logger)
+        metrics[iou_type] = {k: _to_percent(v) for k, v in zip(METRIC_NAMES, coco_eval.stats[:6])}
+        table = format_per_class_table(per_class_ap(coco_eval, dataset.class_names))
+        logger.info("%s per-class %s AP:\n%s", dataset.name, iou_type, table)
+    if output_dir:
+        with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+    return metrics

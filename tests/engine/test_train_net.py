@@ -1,0 +1,219 @@
+"""The command-line tools for real: train, checkpoints, resume, fine-tune, errors, evaluation,
+prediction, and a 2-process gloo run. Everything runs as subprocesses on files in tmp_path."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from maskrcnn.data.datasets.shapes import ensure_shapes_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = os.path.join(ROOT, "tools")
+
+
+def tiny_yaml(data_root, output_dir, **solver):
+    """A config file for a ~1M-parameter model on a 12-image synthetic COCO-format dataset."""
+    train_ann, train_img = ensure_shapes_dataset(data_root, "train", 12, 0)
+    val_ann, val_img = ensure_shapes_dataset(data_root, "val", 6, 1)
+    cfg = {
+        "MODEL": {"DEVICE": "cpu", "MASK_ON": True,
+                  "BACKBONE": {"CONV_BODY": "R-18-FPN", "FREEZE_CONV_BODY_AT": 0, "OUT_CHANNELS": 32},
+                  "RESNETS": {"NORM": "GN", "STEM_OUT_CHANNELS": 16, "RES2_OUT_CHANNELS": 16},
+                  "GROUP_NORM": {"NUM_GROUPS": 4},
+                  "RPN": {"ANCHOR_SIZES": "(16, 32, 64, 128, 256)", "PRE_NMS_TOP_N_TRAIN": 300,
+                          "FPN_POST_NMS_TOP_N_TRAIN": 100, "PRE_NMS_TOP_N_TEST": 300,
+                          "FPN_POST_NMS_TOP_N_TEST": 100},
+                  "ROI_HEADS": {"BATCH_SIZE_PER_IMAGE": 64},
+                  "ROI_BOX_HEAD": {"MLP_HEAD_DIM": 64},
+                  "ROI_MASK_HEAD": {"CONV_LAYERS": [32, 32]}},
+        "INPUT": {"MIN_SIZE_TRAIN": [96], "MAX_SIZE_TRAIN": 160, "MIN_SIZE_TEST": 96, "MAX_SIZE_TEST": 160,
+                  "TO_BGR255": False, "PIXEL_MEAN": [0.5, 0.5, 0.5], "PIXEL_STD": [0.25, 0.25, 0.25]},
+        "DATASETS": {"CATALOG": {"toy_train": {"ANN_FILE": train_ann, "IMG_DIR": train_img},
+                                 "toy_val": {"ANN_FILE": val_ann, "IMG_DIR": val_img}},
+                     "TRAIN": ["toy_train"], "TEST": ["toy_val"]},
+        "DATALOADER": {"NUM_WORKERS": 0},
+        "SOLVER": {"BASE_LR": 0.01, "IMS_PER_BATCH": 2, "MAX_ITER": 4, "STEPS": [3], "WARMUP_ITERS": 2,
+                   "CHECKPOINT_PERIOD": 2, "LOG_PERIOD": 1, **solver},
+        "TEST": {"IMS_PER_BATCH": 2},
+        "OUTPUT_DIR": str(output_dir),
+        "SEED": 0,
+    }
+    path = os.path.join(str(output_dir) + "_config.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+    return path
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(args, launcher=None, check=True, timeout=600):
+    cmd = (launcher or [sys.executable]) + list(args)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real 4-iteration training run, shared by the tests that inspect its outputs."""
+    base = tmp_path_factory.mktemp("train")
+    out = base / "out"
+    cfg = tiny_yaml(str(base / "data"), out)
+    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", cfg])
+    return {"cfg": cfg, "out": out, "proc": proc, "base": base}
+
+
+def test_training_writes_checkpoints_logs_config_events_and_metrics(trained):
+    out = trained["out"]
+    assert (out / "model_0000002.pth").is_file()
+    assert (out / "model_final.pth").is_file()
+    assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["MODEL"]["ROI_BOX_HEAD"]["NUM_CLASSES"] == 4  # 0 resolved: 3 shapes + background
+    log = (out / "log.txt").read_text()
+    for word in ("eta:", "iter: 4", "loss_mask:", "loss_objectness:", "lr:", "max mem:", "time:", "data:"):
+        assert word in log, word
+    ckpt = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
+    assert ckpt["iteration"] == 4
+    assert {"model", "optimizer", "scheduler"} <= set(ckpt)
+    assert [c["name"] for c in ckpt["categories"]] == ["circle", "square", "triangle"]
+    metrics = json.loads((out / "inference" / "toy_val" / "metrics.json").read_text())
+    assert set(metrics) == {"bbox", "segm"}
+    assert set(metrics["segm"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert (out / "inference" / "toy_val" / "coco_instances_results.json").is_file()
+
+
+def test_tensorboard_events_have_losses_lr_and_ap(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = glob.glob(str(trained["out"] / "events.out.tfevents.*"))
+    assert files
+    tags = set()
+    for f in files:
+        acc = EventAccumulator(f)
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    for tag in ("train/loss", "train/loss_mask", "train/loss_classifier", "train/lr", "train/time",
+                "eval/toy_val/segm/AP", "eval/toy_val/bbox/AP"):
+        assert tag in tags, (tag, sorted(tags))
+
+
+def test_resume_continues_iteration_optimizer_and_schedule(trained):
+    out = trained["out"]
+    cfg = trained["cfg"]
+    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", cfg, "--resume",
+                "SOLVER.MAX_ITER", "6", "TEST.EVAL_PERIOD", "0"])
+    log = proc.stdout + proc.stderr
+    assert "Start training from iteration 4 to 6" in log
+    ckpt = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
+    assert ckpt["iteration"] == 6
+    assert ckpt["scheduler"]["last_epoch"] == 6
+    assert "iter: 5" in log and "iter: 1 " not in log
+
+
+def test_weights_without_resume_start_fresh_and_warn(trained, tmp_path):
+    out = trained["out"]
+    weights = str(tmp_path / "w.pth")
+    import shutil
+    shutil.copy(out / "model_0000002.pth", weights)
+    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", trained["cfg"],
+                "MODEL.WEIGHT", weights, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()"])
+    log = proc.stdout + proc.stderr
+    assert "Start training from iteration 0 to 2" in log
+    assert "last_checkpoint" in log and "IGNORED" in log.upper()
+    assert "weights only" in log
+
+
+def test_test_net_and_predictor_and_demo(trained, tmp_path):
+    out = trained["out"]
+    proc = run([os.path.join(TOOLS, "test_net.py"), "--config-file", trained["cfg"],
+                "MODEL.WEIGHT", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval")])
+    metrics = json.loads((tmp_path / "eval" / "inference" / "toy_val" / "metrics.json").read_text())
+    assert set(metrics["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert "per-class" in (proc.stdout + proc.stderr).lower() or "circle" in proc.stdout + proc.stderr
+
+    from maskrcnn import Predictor
+    from maskrcnn.data.image_io import read_image_rgb
+
+    predictor = Predictor.from_config(trained["cfg"], weights=str(out / "model_final.pth"),
+                                      opts=["MODEL.ROI_HEADS.SCORE_THRESH", "0.0"])
+    image_path = sorted(glob.glob(str(trained["base"] / "data" / "shapes" / "val" / "*.png")))[0]
+    image = read_image_rgb(image_path)
+    result = predictor(image)
+    n = result["boxes"].shape[0]
+    assert result["scores"].shape == (n,) and result["labels"].shape == (n,)
+    assert result["masks"].shape == (n,) + image.shape[:2] and result["masks"].dtype == torch.bool
+    assert set(result["labels"].tolist()) <= {1, 2, 3}
+    if n:
+        assert float(result["boxes"][:, 2].max()) <= image.shape[1] + 1e-3
+    same = predictor(image_path)
+    assert torch.equal(same["boxes"], result["boxes"])
+
+    run([os.path.join(TOOLS, "demo.py"), "--config-file", trained["cfg"], "--weights",
+         str(out / "model_final.pth"), "--input", image_path, "--output", str(tmp_path / "demo"),
+         "--confidence-threshold", "0.0"])
+    pngs = glob.glob(str(tmp_path / "demo" / "*.png"))
+    assert len(pngs) == 1
+    from PIL import Image
+    assert Image.open(pngs[0]).size == (image.shape[1], image.shape[0])
+
+
+def test_non_finite_loss_stops_with_advice(tmp_path):
+    out = tmp_path / "out"
+    cfg = tiny_yaml(str(tmp_path / "data"), out)
+    # A zero pixel std makes the inputs infinite: the first loss is not finite.
+    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", cfg, "INPUT.PIXEL_STD", "[0.0, 0.0, 0.0]"],
+               check=False)
+    assert proc.returncode != 0
+    err = proc.stderr
+    assert "Non-finite loss at iteration 1" in err
+    assert "loss_objectness" in err and "SOLVER.BASE_LR" in err and "WARMUP_ITERS" in err
+    assert not (out / "model_final.pth").exists()
+
+
+def test_config_errors_name_the_key(tmp_path):
+    cfg = tiny_yaml(str(tmp_path / "data"), tmp_path / "out")
+    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", cfg, "SOLVER.BASE_LRR", "0.1"], check=False)
+    assert proc.returncode != 0 and "SOLVER.BASE_LR" in proc.stderr and "SOLVER.BASE_LRR" in proc.stderr
+    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", cfg,
+                "MODEL.ROI_BOX_HEAD.NUM_CLASSES", "3"], check=False)
+    assert proc.returncode != 0
+    assert "NUM_CLASSES is 3" in proc.stderr and "3 categories" in proc.stderr and "4" in proc.stderr
+
+
+def test_two_process_gloo_training_and_evaluation(tmp_path):
+    out = tmp_path / "out"
+    cfg = tiny_yaml(str(tmp_path / "data"), out, MAX_ITER=2, CHECKPOINT_PERIOD=100)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", cfg], launcher=torchrun)
+    log = (out / "log.txt").read_text()
+    assert "Using 2 process(es)" in log
+    assert log.count("Start training from iteration 0 to 2") == 1  # only rank 0 logs
+    assert (out / "model_final.pth").is_file()
+    metrics = json.loads((out / "inference" / "toy_val" / "metrics.json").read_text())
+    assert "segm" in metrics
+    results = json.loads((out / "inference" / "toy_val" / "coco_instances_results.json").read_text())
+    # Predictions of both ranks were gathered: every val image is evaluated.
+    import pycocotools.coco
+    gt = pycocotools.coco.COCO(yaml.safe_load(open(cfg))["DATASETS"]["CATALOG"]["toy_val"]["ANN_FILE"])
+    assert {r["image_id"] for r in results} <= set(gt.getImgIds())
+    assert "Inference on toy_val: 6 images" in proc.stdout + proc.stderr + log
+
+    # The legacy launcher passes --local-rank; evaluation gathers across the 2 processes.
+    launch = [sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    proc = run([os.path.join(TOOLS, "test_net.py"), "--config-file", cfg, "MODEL.WEIGHT",
+                str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval")], launcher=launch)
+    assert (tmp_path / "eval" / "inference" / "toy_val" / "metrics.json").is_file()
+    assert "Inference on toy_val: 6 images" in proc.stdout + proc.stderr
