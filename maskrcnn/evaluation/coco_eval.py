@@ -219,6 +219,8 @@ def evaluate_coco(dataset: Any, predictions: Mapping[int, BoxList], output_dir: 
         table = format_per_class_table(per_class_ap(coco_eval, dataset.class_names))
         logger.info("%s per-class %s AP:\n%s", dataset.name, iou_type, table)
     if output_dir:
+        # Strict JSON: a metric that cannot be computed (no ground truth of that size) is null.
+        safe = {t: {k: (v if math.isfinite(v) else None) for k, v in m.items()} for t, m in metrics.items()}
         with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
+            json.dump(safe, f, indent=2, allow_nan=False)
     return metrics

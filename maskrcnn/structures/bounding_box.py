@@ -115,7 +115,7 @@ class BoxList:
 
     def __getitem__(self, item: Any) -> "BoxList":
         if isinstance(item, int):
-            item = slice(item, item + 1)
+            item = torch.tensor([item])  # keep the dimension; negative ints count from the end
         fields = {k: v[item] for k, v in self.extra_fields.items()}
         return self._copy_with(self.bbox[item], self.size, fields)
 

@@ -103,9 +103,16 @@ def load_model_state(
         "missing": [model names absent from the file], "unexpected": [file
         names absent from the model]}``.
     """
+    from .model_zoo import add_backbone_prefix
+
     logger = logger or logging.getLogger(__name__)
     model = unwrap_model(model)
     own = model.state_dict()
+    state_dict = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+    state_dict = add_backbone_prefix(state_dict, own.keys())
+    # BatchNorm counters have no counterpart in frozen BN / GN layers.
+    state_dict = {k: v for k, v in state_dict.items()
+                  if not (k.endswith("num_batches_tracked") and k not in own)}
     filtered: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     skipped: list[tuple[str, tuple, tuple]] = []
     unexpected: list[str] = []
@@ -344,10 +351,7 @@ class Checkpointer:
             )
         if not weights:
             return {}
-        if "://" in weights:
-            raise ValueError(
-                f"cannot load weights {weights!r}: only local files are supported for now "
-                f"(schemes such as {', '.join(_SCHEMES)} are not implemented)"
-            )
-        self.load(weights, model_only=True)
+        from .model_zoo import resolve_weights
+
+        self.load(resolve_weights(weights), model_only=True)
         return {}

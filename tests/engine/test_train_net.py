@@ -71,7 +71,7 @@ def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("train")
     out = base / "out"
     cfg = tiny_yaml(str(base / "data"), out)
-    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", cfg])
+    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", cfg, "TEST.EVAL_PERIOD", "2"])
     return {"cfg": cfg, "out": out, "proc": proc, "base": base}
 
 
@@ -93,6 +93,8 @@ def test_training_writes_checkpoints_logs_config_events_and_metrics(trained):
     assert set(metrics) == {"bbox", "segm"}
     assert set(metrics["segm"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert (out / "inference" / "toy_val" / "coco_instances_results.json").is_file()
+    # TEST.EVAL_PERIOD 2: evaluated at iteration 2 and again at the end.
+    assert log.count("Inference on toy_val") == 2
 
 
 def test_tensorboard_events_have_losses_lr_and_ap(trained):

@@ -78,18 +78,6 @@ def network_size(size, shortest=800):
     return int(round(size[0] * scale)), int(round(size[1] * scale))
 
 
-def resize_with_fields(boxlist, size):
-    """``boxlist.resize(size)`` carrying the per-box fields over unchanged.
-
-    Plain tensor fields are box-relative (scores, labels, M x M masks) and do
-    not depend on the image size.
-    """
-    out = BoxList(boxlist.bbox, boxlist.size).resize(size)
-    for name in boxlist.fields():
-        out.add_field(name, boxlist.get_field(name))
-    return out
-
-
 def gt_as_network_predictions(shift_half_width=False):
     """Per image, the non-crowd GT as detections at the network's input scale."""
     preds = {}
@@ -107,7 +95,8 @@ def gt_as_network_predictions(shift_half_width=False):
 
 
 def to_original_size(preds):
-    return {i: resize_with_fields(b, IMAGES[i]) for i, b in preds.items()}
+    # Exactly what the inference loop does: BoxList.resize carries scores, labels and M x M masks.
+    return {i: b.resize(IMAGES[i]) for i, b in preds.items()}
 
 
 def test_ground_truth_round_trip_scores_100(dataset, tmp_path, caplog):

@@ -183,8 +183,6 @@ def test_indexing_keeps_fields_aligned(kind):
     assert torch.equal(got, want)
 
 
-@pytest.mark.xfail(strict=True, reason="BoxList.__getitem__ turns int i into slice(i, i+1), which is "
-                                        "empty for i = -1 (slice(-1, 0))")
 def test_negative_int_index():
     bl = make_boxlist(5)
     last = bl[-1]

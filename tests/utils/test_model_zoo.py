@@ -1,0 +1,54 @@
+"""torchvision://NAME weights resolve through torch's hub cache (no download when cached)
+and an ImageNet ResNet state dict lands on backbone.body.*."""
+import os
+
+import pytest
+import torch
+import torchvision
+
+from conftest import tiny_cfg
+from maskrcnn.modeling import build_model
+from maskrcnn.utils.checkpoint import Checkpointer
+from maskrcnn.utils.model_zoo import resolve_weights, torchvision_weights_url
+
+
+def test_torchvision_resnet_weights_from_cache_load_into_backbone(tmp_path, monkeypatch):
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    url = torchvision_weights_url("resnet18")
+    cached = hub / "checkpoints" / os.path.basename(url)
+    cached.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18()
+    torch.save(reference.state_dict(), cached)
+
+    def no_download(*a, **k):
+        raise AssertionError("must not download when the file is cached")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    assert resolve_weights("torchvision://resnet18") == str(cached)
+
+    cfg = tiny_cfg()
+    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.NORM = "FrozenBN"
+    model = build_model(cfg)
+    Checkpointer(model, save_dir=str(tmp_path / "out")).resume_or_load("torchvision://resnet18", resume=False)
+    body = model.backbone.body.state_dict()
+    for name, value in reference.state_dict().items():
+        if name.startswith("fc.") or name.endswith("num_batches_tracked"):
+            continue
+        assert torch.equal(body[name], value), name
+
+
+def test_uncached_download_failure_says_where_to_put_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(RuntimeError, match="by hand"):
+        resolve_weights("torchvision://resnet50")
+    with pytest.raises(ValueError, match="unknown torchvision model"):
+        resolve_weights("torchvision://not_a_model")
