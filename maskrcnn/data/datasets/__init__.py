@@ -1,0 +1,7 @@
+"""Datasets: COCO-format loader, synthetic shapes, name catalog."""
+from maskrcnn.data.datasets.catalog import UnknownDatasetError, known_datasets, resolve_dataset
+from maskrcnn.data.datasets.coco import COCODataset, load_coco_json
+from maskrcnn.data.datasets.shapes import ensure_shapes_dataset
+
+__all__ = ["COCODataset", "load_coco_json", "ensure_shapes_dataset", "resolve_dataset",
+           "known_datasets", "UnknownDatasetError"]
