@@ -89,9 +89,7 @@ class BoxList:
 
     def clip_to_image(self, remove_empty: bool = True) -> "BoxList":
         """Clip boxes to the image; optionally drop boxes left with no area."""
-        h, w = self.size
-        boxes = torch.stack([self.bbox[:, 0].clamp(0, w), self.bbox[:, 1].clamp(0, h),
-                             self.bbox[:, 2].clamp(0, w), self.bbox[:, 3].clamp(0, h)], dim=1)
+        boxes = clip_boxes(self.bbox, self.size)
         out = self._copy_with(boxes, self.size, dict(self.extra_fields))
         if remove_empty:
             keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
@@ -125,6 +123,13 @@ class BoxList:
     def __repr__(self) -> str:
         return (f"BoxList(num_boxes={len(self)}, image_size(h,w)={self.size}, "
                 f"fields={self.fields()})")
+
+
+def clip_boxes(boxes: torch.Tensor, size: Size) -> torch.Tensor:
+    """Clip ``(..., 4)`` xyxy boxes to an image of ``size`` (h, w)."""
+    h, w = size
+    return torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h),
+                        boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)], dim=-1)
 
 
 def _geometric(value: Any, method: str) -> bool:

@@ -6,7 +6,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torchvision.ops import batched_nms
 
-from ...structures.bounding_box import BoxList
+from ...structures.bounding_box import BoxList, clip_boxes
 from ..box_coder import BoxCoder
 
 
@@ -61,8 +61,7 @@ class ProposalSelector:
         probs = scores.sigmoid()
         out = []
         for b, (h, w) in zip(range(n), image_sizes):
-            bx = torch.stack([boxes[b, :, 0].clamp(0, w), boxes[b, :, 1].clamp(0, h),
-                              boxes[b, :, 2].clamp(0, w), boxes[b, :, 3].clamp(0, h)], 1)
+            bx = clip_boxes(boxes[b], (h, w))
             p, lv = probs[b], levels
             keep = ((bx[:, 2] - bx[:, 0]) >= self.min_size) & ((bx[:, 3] - bx[:, 1]) >= self.min_size)
             bx, p, lv = bx[keep], p[keep], lv[keep]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
-from ....structures.bounding_box import BoxList
+from ....structures.bounding_box import BoxList, clip_boxes
 from ...box_coder import BoxCoder
 
 
@@ -47,9 +47,7 @@ class BoxPostProcessor:
         return out
 
     def _one_image(self, boxes: torch.Tensor, scores: torch.Tensor, size) -> BoxList:
-        h, w = size
-        boxes = torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h),
-                             boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)], -1)
+        boxes = clip_boxes(boxes, size)
         num_classes = scores.shape[1]
         labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
         boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
