@@ -31,10 +31,10 @@ _C.INPUT.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]  # per channel, in the mode
 _C.INPUT.PIXEL_STD = [1.0, 1.0, 1.0]  # per channel divisor
 _C.INPUT.TO_BGR255 = True  # True: BGR in 0..255 (Caffe2 weights); False: RGB in 0..1 (torchvision weights)
 _C.INPUT.HORIZONTAL_FLIP_PROB_TRAIN = 0.5  # probability of a horizontal flip in training
-_C.INPUT.BRIGHTNESS = 0.0  # accepted for maskrcnn-benchmark files; colour jitter is not implemented
-_C.INPUT.CONTRAST = 0.0  # accepted, ignored (see BRIGHTNESS)
-_C.INPUT.SATURATION = 0.0  # accepted, ignored (see BRIGHTNESS)
-_C.INPUT.HUE = 0.0  # accepted, ignored (see BRIGHTNESS)
+_C.INPUT.BRIGHTNESS = 0.0  # accepted for maskrcnn-benchmark files; colour jitter is not implemented (must stay 0)
+_C.INPUT.CONTRAST = 0.0  # accepted, must stay 0 (see BRIGHTNESS)
+_C.INPUT.SATURATION = 0.0  # accepted, must stay 0 (see BRIGHTNESS)
+_C.INPUT.HUE = 0.0  # accepted, must stay 0 (see BRIGHTNESS)
 _C.INPUT.VERTICAL_FLIP_PROB_TRAIN = 0.0  # accepted, must stay 0 (not implemented)
 
 # ---------------------------------------------------------------------------- data
@@ -167,7 +167,6 @@ _C.SOLVER.CLIP_GRADIENTS.MAX_NORM = 10.0  # total L2 norm limit
 _C.SOLVER.CHECKPOINT_PERIOD = 2500  # save model_XXXXXXX.pth every N iterations
 _C.SOLVER.IMS_PER_BATCH = 16  # images per step, TOTAL over all processes
 _C.SOLVER.LOG_PERIOD = 20  # print and record metrics every N iterations
-_C.SOLVER.AMP = False  # mixed precision (CUDA only)
 
 # ---------------------------------------------------------------------------- test
 _C.TEST = CN()
@@ -196,6 +195,10 @@ UNSUPPORTED_VALUES = {
     "MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR": False,
     "TEST.BBOX_AUG.ENABLED": False,
     "INPUT.VERTICAL_FLIP_PROB_TRAIN": 0.0,
+    "INPUT.BRIGHTNESS": 0.0,
+    "INPUT.CONTRAST": 0.0,
+    "INPUT.SATURATION": 0.0,
+    "INPUT.HUE": 0.0,
     "SOLVER.OPTIMIZER": "SGD",
     "MODEL.RPN.RPN_HEAD": "SingleConvRPNHead",
 }

@@ -219,3 +219,24 @@ def test_two_process_gloo_training_and_evaluation(tmp_path):
                 str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval")], launcher=launch)
     assert (tmp_path / "eval" / "inference" / "toy_val" / "metrics.json").is_file()
     assert "Inference on toy_val: 6 images" in proc.stdout + proc.stderr
+
+
+def test_issue_command_line_with_the_r50_config(tmp_path):
+    """The documented maskrcnn-benchmark command line, as written, then only what a CPU test
+    must change: the data, no ImageNet download, one tiny iteration."""
+    train_ann, train_img = ensure_shapes_dataset(str(tmp_path / "data"), "train", 4, 0)
+    as_written = ["--config-file", os.path.join(ROOT, "configs", "e2e_mask_rcnn_R_50_FPN_1x.yaml"),
+                  "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.0025", "SOLVER.MAX_ITER", "720000",
+                  "SOLVER.STEPS", "(480000, 640000)", "TEST.IMS_PER_BATCH", "1"]
+    for_cpu = ["DATASETS.CATALOG.toy.ANN_FILE", train_ann, "DATASETS.CATALOG.toy.IMG_DIR", train_img,
+               "DATASETS.TRAIN", "('toy',)", "DATASETS.TEST", "()", "MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu",
+               "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96", "SOLVER.MAX_ITER", "1",
+               "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out")]
+    proc = run([os.path.join(TOOLS, "train_net.py")] + as_written + for_cpu)
+    log = proc.stdout + proc.stderr
+    assert "iter: 1" in log
+    saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert saved["SOLVER"]["STEPS"] == [480000, 640000] and saved["SOLVER"]["BASE_LR"] == 0.0025
+    assert saved["MODEL"]["BACKBONE"]["CONV_BODY"] == "R-50-FPN" and saved["MODEL"]["MASK_ON"] is True
+    ckpt = torch.load(tmp_path / "out" / "model_final.pth", map_location="cpu", weights_only=True)
+    assert ckpt["model"]["roi_heads.box.predictor.cls_score.weight"].shape == (4, 1024)

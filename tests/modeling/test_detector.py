@@ -129,3 +129,22 @@ def test_num_classes_zero_is_refused_by_build():
     cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES = 0
     with pytest.raises(ValueError, match="NUM_CLASSES"):
         build_model(cfg)
+
+
+def test_preprocess_channel_order_normalisation_and_padding():
+    cfg = tiny_cfg()
+    cfg.INPUT.TO_BGR255 = True
+    cfg.INPUT.PIXEL_MEAN = [10.0, 20.0, 30.0]
+    cfg.INPUT.PIXEL_STD = [1.0, 2.0, 4.0]
+    model = build_model(cfg)
+    image = torch.zeros((3, 40, 50), dtype=torch.uint8)
+    image[0], image[1], image[2] = 200, 100, 50  # R, G, B
+    batch = model.preprocess([image])
+    assert batch.tensors.shape == (1, 3, 64, 64)  # padded to a multiple of 32
+    assert batch.image_sizes == [(40, 50)]
+    x = batch.tensors[0, :, 0, 0]
+    assert torch.allclose(x, torch.tensor([(50 - 10) / 1.0, (100 - 20) / 2.0, (200 - 30) / 4.0]))  # BGR
+    assert float(batch.tensors[0, :, 45, 55].abs().sum()) == 0.0
+    cfg = tiny_cfg()  # RGB in 0..1, mean 0.5, std 0.25
+    x = build_model(cfg).preprocess([image]).tensors[0, :, 0, 0]
+    assert torch.allclose(x, (torch.tensor([200, 100, 50]) / 255.0 - 0.5) / 0.25)
