@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 from .cfgnode import CfgNode, ConfigError, ConfigKeyError, ConfigTypeError
 from .defaults import UNSUPPORTED_VALUES, _C
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_cfg", "resolve_num_classes", "check_supported"]
+__all__ = ["CfgNode", "ConfigError", "ConfigKeyError", "ConfigTypeError", "get_cfg", "load_cfg", "resolve_num_classes", "check_supported"]
 
 
 def get_cfg() -> CfgNode:

@@ -6,7 +6,6 @@ import logging
 import os
 import random
 import sys
-from typing import List, Optional, Sequence
 
 import numpy as np
 import torch

@@ -74,18 +74,11 @@ def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
     try:
         if start_iter < cfg.SOLVER.MAX_ITER:
             trainer.train(start_iter)
-        results = trainer_eval(trainer, cfg.SOLVER.MAX_ITER) if test_loaders else {}
+        results = trainer.evaluate(cfg.SOLVER.MAX_ITER) if test_loaders else {}
     finally:
         if writer is not None:
             writer.close()
     synchronize()
-    return results
-
-
-def trainer_eval(trainer: Trainer, iteration: int) -> dict:
-    results = trainer.eval_fn(iteration)
-    if trainer.writer is not None:
-        trainer._evaluate_log(results, iteration)
     return results
 
 

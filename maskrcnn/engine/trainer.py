@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..utils.checkpoint import Checkpointer
-from ..utils.comm import get_world_size, reduce_dict
+from ..utils.comm import reduce_dict
 from ..utils.metric_logger import MetricLogger, eta_string
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class Trainer:
                 self._save(f"model_{iteration:07d}", iteration)
             if self.eval_fn and self.eval_period > 0 and iteration % self.eval_period == 0 \
                     and iteration != self.max_iter:
-                self._evaluate(iteration)
+                self.evaluate(iteration)
                 end = time.time()
             if iteration >= self.max_iter:
                 break
@@ -152,11 +152,14 @@ class Trainer:
     def _save(self, name: str, iteration: int) -> None:
         self.checkpointer.save(name, iteration=iteration, **self.checkpoint_extra)
 
-    def _evaluate(self, iteration: int) -> None:
-        self._evaluate_log(self.eval_fn(iteration), iteration)
+    def evaluate(self, iteration: int) -> dict:
+        """Run ``eval_fn``, record its metrics in TensorBoard, return them."""
+        results = self.eval_fn(iteration) if self.eval_fn else {}
+        self._log_eval(results, iteration)
         self.model.train()
+        return results
 
-    def _evaluate_log(self, results: dict, iteration: int) -> None:
+    def _log_eval(self, results: dict, iteration: int) -> None:
         if self.writer is not None and results:
             scalars = {}
             for dataset, metrics in results.items():

@@ -5,7 +5,6 @@ import logging
 import re
 
 import torch
-from torch import nn
 
 from .backbone import FPN, BackboneWithFPN, ResNet
 from .box_coder import BoxCoder

@@ -1,5 +1,4 @@
 """The detector end to end on a tiny model: losses, empty ground truth, inference outputs."""
-import math
 
 import pytest
 import torch

@@ -1,5 +1,4 @@
 """BoxList geometry, indexing and concatenation; box_iou against torchvision."""
-import numpy as np
 import pytest
 import torch
 from torchvision.ops import box_area as tv_box_area

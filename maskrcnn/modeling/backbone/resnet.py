@@ -5,7 +5,7 @@ weights import losslessly; the norm layer (frozen BN, BN, GN) is a choice.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List
 
 import torch
 from torch import nn
