@@ -240,3 +240,28 @@ def test_issue_command_line_with_the_r50_config(tmp_path):
     assert saved["MODEL"]["BACKBONE"]["CONV_BODY"] == "R-50-FPN" and saved["MODEL"]["MASK_ON"] is True
     ckpt = torch.load(tmp_path / "out" / "model_final.pth", map_location="cpu", weights_only=True)
     assert ckpt["model"]["roi_heads.box.predictor.cls_score.weight"].shape == (4, 1024)
+
+
+def test_finetune_onto_fewer_classes_skips_the_class_layers(trained, tmp_path):
+    """Weights trained on 3 categories initialise a 2-category model: the class-specific
+    layers are skipped and listed, everything else loads, training runs."""
+    src = yaml.safe_load(open(trained["cfg"]))["DATASETS"]["CATALOG"]["toy_train"]
+    data = json.loads(open(src["ANN_FILE"]).read())
+    data["categories"] = [c for c in data["categories"] if c["id"] != 3]
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] != 3]
+    ann = tmp_path / "two_classes.json"
+    ann.write_text(json.dumps(data))
+    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", trained["cfg"],
+                "MODEL.WEIGHT", str(trained["out"] / "model_final.pth"),
+                "DATASETS.CATALOG.two.ANN_FILE", str(ann), "DATASETS.CATALOG.two.IMG_DIR", src["IMG_DIR"],
+                "DATASETS.TRAIN", "('two',)", "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "1",
+                "OUTPUT_DIR", str(tmp_path / "ft")])
+    log = proc.stdout + proc.stderr
+    assert "skipped" in log
+    for name in ("roi_heads.box.predictor.cls_score.weight", "roi_heads.box.predictor.bbox_pred.weight",
+                 "roi_heads.mask.predictor.mask_fcn_logits.weight"):
+        assert name in log, name
+    assert "Start training from iteration 0 to 1" in log
+    ckpt = torch.load(tmp_path / "ft" / "model_final.pth", map_location="cpu", weights_only=True)
+    assert ckpt["model"]["roi_heads.box.predictor.cls_score.weight"].shape[0] == 3  # 2 + background
+    assert [c["name"] for c in ckpt["categories"]] == ["circle", "square"]

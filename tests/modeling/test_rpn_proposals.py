@@ -57,7 +57,7 @@ def test_rpn_head_init_and_gradients():
     head = RPNHead(in_channels=4, num_anchors=3)
     for layer in (head.conv, head.cls_logits, head.bbox_pred):
         assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
-        assert 0.005 < float(layer.weight.std()) < 0.02
+        assert 0.005 < float(layer.weight.detach().std()) < 0.02
     logits, deltas = head([torch.randn(1, 4, 5, 6)])
     (logits.sum() + deltas.sum()).backward()
     assert head.conv.weight.grad is not None
