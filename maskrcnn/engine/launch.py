@@ -51,9 +51,9 @@ def seed_all(seed: int) -> int:
         seed = int.from_bytes(os.urandom(4), "little") % (2 ** 31)
         # Every rank needs the same base seed.
         if get_world_size() > 1:
-            t = torch.tensor([seed], dtype=torch.int64)
-            torch.distributed.broadcast(t, 0)
-            seed = int(t.item())
+            holder = [seed]
+            torch.distributed.broadcast_object_list(holder, src=0)  # works on gloo and nccl
+            seed = int(holder[0])
     rank_seed = seed + get_rank()
     random.seed(rank_seed)
     np.random.seed(rank_seed % (2 ** 32))

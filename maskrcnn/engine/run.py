@@ -38,6 +38,7 @@ def _write_config(cfg: CfgNode) -> None:
 def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
     """Train per ``cfg``, evaluate on ``DATASETS.TEST`` at the end; returns the metrics (rank 0)."""
     seed = seed_all(cfg.SEED)
+    cfg.SEED = seed  # a drawn seed is recorded in config.yaml and used by the data loader too
     dataset = build_train_dataset(cfg)
     categories = _resolve_classes_from(cfg, dataset)
     _write_config(cfg)

@@ -199,8 +199,10 @@ def test_two_process_gloo_training_and_evaluation(tmp_path):
     out = tmp_path / "out"
     cfg = tiny_yaml(str(tmp_path / "data"), out, MAX_ITER=2, CHECKPOINT_PERIOD=100)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", cfg], launcher=torchrun)
+    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", cfg, "SEED", "-1"], launcher=torchrun)
     log = (out / "log.txt").read_text()
+    # A drawn seed is shared by the ranks and recorded for reproduction.
+    assert yaml.safe_load((out / "config.yaml").read_text())["SEED"] >= 0
     assert "Using 2 process(es)" in log
     assert log.count("Start training from iteration 0 to 2") == 1  # only rank 0 logs
     assert (out / "model_final.pth").is_file()
