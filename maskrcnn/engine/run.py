@@ -28,6 +28,13 @@ def _resolve_classes_from(cfg: CfgNode, dataset) -> list:
     return cats
 
 
+def _rpn_only_skip(cfg: CfgNode) -> bool:
+    if cfg.MODEL.RPN_ONLY:
+        logger.warning("MODEL.RPN_ONLY: proposals have no classes, and proposal-recall evaluation is "
+                       "not implemented; DATASETS.TEST is not evaluated")
+    return bool(cfg.MODEL.RPN_ONLY)
+
+
 def _write_config(cfg: CfgNode) -> None:
     if is_main_process() and cfg.OUTPUT_DIR:
         path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
@@ -59,7 +66,7 @@ def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
     else:
         train_model = model
     writer = TensorboardWriter(cfg.OUTPUT_DIR) if is_main_process() and cfg.OUTPUT_DIR else None
-    test_loaders = build_test_loaders(cfg) if cfg.DATASETS.TEST else []
+    test_loaders = build_test_loaders(cfg) if cfg.DATASETS.TEST and not _rpn_only_skip(cfg) else []
 
     def eval_fn(iteration: int) -> dict:
         return evaluate(model, test_loaders, cfg.OUTPUT_DIR)
@@ -85,6 +92,8 @@ def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
 
 def test(cfg: CfgNode) -> Dict[str, dict]:
     """Evaluate ``MODEL.WEIGHT`` on ``DATASETS.TEST``; writes ``OUTPUT_DIR/inference/<name>/``."""
+    if _rpn_only_skip(cfg):
+        return {}
     loaders = build_test_loaders(cfg)
     if not loaders:
         raise ValueError("DATASETS.TEST is empty: name at least one dataset to evaluate on")

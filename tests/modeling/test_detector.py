@@ -147,3 +147,16 @@ def test_preprocess_channel_order_normalisation_and_padding():
     cfg = tiny_cfg()  # RGB in 0..1, mean 0.5, std 0.25
     x = build_model(cfg).preprocess([image]).tensors[0, :, 0, 0]
     assert torch.allclose(x, (torch.tensor([200, 100, 50]) / 255.0 - 0.5) / 0.25)
+
+
+def test_rpn_only_model_gives_proposals():
+    cfg = tiny_cfg()
+    cfg.MODEL.RPN_ONLY = True
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    images, targets = _batch()
+    assert set(model(images, targets)) == {"loss_objectness", "loss_rpn_box_reg"}
+    model.eval()
+    out = model(images)
+    assert [o.size for o in out] == [(96, 128), (120, 80)]
+    assert all(o.has_field("objectness") and 0 < len(o) <= 100 for o in out)
