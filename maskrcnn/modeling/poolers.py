@@ -7,7 +7,6 @@ from typing import List, Sequence
 import torch
 from torchvision.ops import roi_align
 
-from ..structures.bounding_box import BoxList
 
 
 class LevelMapper:
@@ -77,6 +76,3 @@ class Pooler:
                                      self.aligned).to(out.dtype)
         return out
 
-
-def boxes_of(boxlists: List[BoxList]) -> List[torch.Tensor]:
-    return [b.bbox for b in boxlists]

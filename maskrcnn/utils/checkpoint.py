@@ -21,7 +21,6 @@ __all__ = ["Checkpointer", "load_model_state", "unwrap_model", "LAST_CHECKPOINT_
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"
 _RESERVED = ("model", "optimizer", "scheduler")
-_SCHEMES = ("catalog://", "torchvision://", "http://", "https://")
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

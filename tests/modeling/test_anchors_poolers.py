@@ -8,9 +8,8 @@ from torchvision.models.detection.image_list import ImageList as TVImageList
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.poolers import LevelMapper as TVLevelMapper
 
-from maskrcnn.modeling.poolers import LevelMapper, Pooler, boxes_of
+from maskrcnn.modeling.poolers import LevelMapper, Pooler
 from maskrcnn.modeling.rpn.anchor_generator import AnchorGenerator, cell_anchors
-from maskrcnn.structures.bounding_box import BoxList
 from maskrcnn.structures.image_list import to_image_list
 
 SIZES = (32, 64, 128, 256, 512)
@@ -125,9 +124,6 @@ def test_pooler_matches_multiscale_roi_align():
     theirs = tv({str(i): f for i, f in enumerate(feats[:4])}, boxes, [(800, 800), (800, 800)])
     assert tv.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
-    # the same through BoxLists
-    bls = [BoxList(b, hw) for b, hw in zip(boxes, il.image_sizes)]
-    torch.testing.assert_close(pooler(feats, boxes_of(bls)), ours, rtol=0, atol=0)
 
 
 def test_pooler_single_level_and_empty():
