@@ -47,7 +47,8 @@ class Predictor:
         self.model = build_model(cfg)
         Checkpointer(self.model, save_to_disk=False).load(weights, model_only=True)
         self.model.eval()
-        self.resize = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        self.resize = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
+                                         cfg.INPUT.RESIZE_MODE)
         self.categories = categories
         ids = [c["id"] for c in categories] if categories else []
         self._label_to_id = torch.tensor([0] + ids, dtype=torch.int64) if ids else None
@@ -103,5 +104,6 @@ class Predictor:
                "labels": self._label_to_id[labels] if self._label_to_id is not None else labels}
         if det.has_field("mask"):
             thr = self.cfg.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD
-            out["masks"] = paste_masks_in_image(det.get_field("mask"), det.bbox, (h, w), threshold=thr)
+            out["masks"] = paste_masks_in_image(det.get_field("mask"), det.bbox, (h, w), threshold=thr,
+                                                 rule=self.cfg.MODEL.ROI_MASK_HEAD.PASTE_RULE)
         return out

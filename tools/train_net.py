@@ -3,6 +3,10 @@
 
 Multi-GPU: torchrun --nproc_per_node=N tools/train_net.py ...
        or: python -m torch.distributed.launch --nproc_per_node=N tools/train_net.py ...
+
+Killed or crashed? Run the same command with --resume: the run continues from
+OUTPUT_DIR/last_checkpoint and, with a fixed SEED, ends with the same weights as an
+uninterrupted run (README: "Surviving kills and bad checkpoints").
 """
 import os
 import sys

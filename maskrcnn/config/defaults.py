@@ -27,6 +27,7 @@ _C.INPUT.MIN_SIZE_TRAIN = (800,)  # shortest edge in training; several values = 
 _C.INPUT.MAX_SIZE_TRAIN = 1333  # cap on the longest edge in training
 _C.INPUT.MIN_SIZE_TEST = 800  # shortest edge at test time
 _C.INPUT.MAX_SIZE_TEST = 1333  # cap on the longest edge at test time
+_C.INPUT.RESIZE_MODE = "antialias"  # "antialias": uint8, antialiased, rounded sizes; "torchvision": float bilinear, floored sizes
 _C.INPUT.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]  # per channel, in the model's channel order and range
 _C.INPUT.PIXEL_STD = [1.0, 1.0, 1.0]  # per channel divisor
 _C.INPUT.TO_BGR255 = True  # True: BGR in 0..255 (Caffe2 weights); False: RGB in 0..1 (torchvision weights)
@@ -46,6 +47,9 @@ _C.DATASETS.DATA_DIR = "datasets"  # root of the built-in datasets (coco/, shape
 #   DATASETS.CATALOG.my_train.ANN_FILE path/to/instances.json
 #   DATASETS.CATALOG.my_train.IMG_DIR path/to/images
 _C.DATASETS.CATALOG = CN(new_allowed=True)
+# Checks when a dataset is built (errors stop before the first iteration): "annotations" (JSON
+# only), "header" (+ open each image header: missing files, sizes), "full" (+ decode every image)
+_C.DATASETS.CHECK = "header"
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # data loading processes per training process
@@ -141,6 +145,7 @@ _C.MODEL.ROI_MASK_HEAD.RESOLUTION = 28  # predicted mask size (2 x POOLER_RESOLU
 _C.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR = False  # accepted, must stay False
 _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS = False  # accepted; masks are pasted at evaluation
 _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD = 0.5  # probability threshold of a pasted mask
+_C.MODEL.ROI_MASK_HEAD.PASTE_RULE = "center"  # "center" (detectron2's grid_sample rule) or "torchvision" (see layers/mask_ops.py)
 _C.MODEL.ROI_MASK_HEAD.USE_GN = False  # accepted, must stay False
 _C.MODEL.ROI_MASK_HEAD.LOSS_WEIGHT = 1.0  # multiplies the mask loss
 
@@ -167,6 +172,7 @@ _C.SOLVER.CLIP_GRADIENTS.MAX_NORM = 10.0  # total L2 norm limit
 _C.SOLVER.CHECKPOINT_PERIOD = 2500  # save model_XXXXXXX.pth every N iterations
 _C.SOLVER.IMS_PER_BATCH = 16  # images per step, TOTAL over all processes
 _C.SOLVER.LOG_PERIOD = 20  # print and record metrics every N iterations
+_C.SOLVER.MAX_NONFINITE_SKIPS = 0  # non-finite-loss iterations skipped (no update) before stopping; 0: stop at the first
 
 # ---------------------------------------------------------------------------- test
 _C.TEST = CN()
@@ -182,6 +188,7 @@ _C.TEST.BBOX_AUG.ENABLED = False  # accepted, must stay False (no test-time augm
 _C.OUTPUT_DIR = "output"  # checkpoints, log.txt, config.yaml, TensorBoard events, inference/
 _C.PATHS_CATALOG = ""  # accepted for compatibility; datasets come from DATASETS.CATALOG
 _C.SEED = -1  # random seed; < 0 picks one at random (logged)
+_C.DIST_TIMEOUT_S = 1800  # seconds a process waits for the others (collectives, barriers) before failing
 _C.DTYPE = "float32"  # accepted for compatibility
 
 # Keys accepted only so that maskrcnn-benchmark files load. Each must keep the value

@@ -97,6 +97,15 @@ class SeededBatchSampler(Sampler[List[Tuple[int, int]]]):
     def __len__(self) -> int:
         return len(self.batch_sampler)
 
+    def state_at(self, iteration: int) -> Dict[str, int]:
+        """Plain-data position of the sequence after ``iteration`` batches (for checkpoints).
+
+        With the per-sample seeds, ``(seed, iteration)`` fixes the rest; epoch and batch
+        offset are recorded so a resume can check that it reads the same sequence.
+        """
+        epoch, offset = self.batch_sampler.position(iteration)
+        return {"seed": self.seed, "iteration": int(iteration), "epoch": epoch, "batch_in_epoch": offset}
+
 
 def per_process_batch_size(total: int, key: str) -> int:
     """``total`` divided by the world size; ValueError when not divisible."""
@@ -146,7 +155,8 @@ def build_dataset(cfg: Any, name: str, is_train: bool) -> COCODataset:
     spec = resolve_dataset(name, cfg.DATASETS)
     filter_empty = bool(cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS) if is_train else False
     return COCODataset(spec["ann_file"], spec["img_dir"], name, transforms=build_transforms(cfg, is_train),
-                       is_train=is_train, filter_empty=filter_empty)
+                       is_train=is_train, filter_empty=filter_empty,
+                       check=cfg.DATASETS.CHECK)  # checks: see datasets/check.py
 
 
 def build_train_dataset(cfg: Any):

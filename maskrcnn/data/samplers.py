@@ -136,6 +136,31 @@ class IterationBasedBatchSampler(Sampler[List[int]]):
     def __len__(self) -> int:
         return max(0, self.num_iterations - self.start_iter)
 
+    def position(self, iteration: int) -> Tuple[int, int]:
+        """``(epoch, batch index within that epoch)`` of the batch after ``iteration`` batches.
+
+        This is where a run resumed at ``start_iter=iteration`` continues; it is stored in
+        checkpoints to check that a resumed run reads the same sequence. The inner sampler's
+        epoch is left as it was.
+        """
+        inner = [o for o in (self.batch_sampler, getattr(self.batch_sampler, "sampler", None))
+                 if o is not None and hasattr(o, "epoch")]
+        saved = [o.epoch for o in inner]
+        try:
+            epoch, skip = 0, int(iteration)
+            while True:
+                self._set_epoch(epoch)
+                n = len(self.batch_sampler)
+                if n == 0:
+                    raise RuntimeError("IterationBasedBatchSampler: the batch sampler is empty")
+                if skip < n:
+                    return epoch, skip
+                skip -= n
+                epoch += 1
+        finally:
+            for o, e in zip(inner, saved):
+                o.epoch = e
+
 
 class InferenceSampler(Sampler[int]):
     """Contiguous, non-overlapping shard of ``range(size)`` for one rank (no padding).

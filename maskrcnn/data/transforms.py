@@ -1,13 +1,17 @@
 """Transforms on ``(image uint8 (3, H, W), target BoxList or None)`` pairs.
 
+(With ``INPUT.RESIZE_MODE "torchvision"`` the resized image is float in 0..255.)
+
 Randomness comes from the global torch RNG, so ``torch.manual_seed`` makes it
 reproducible (the training loader seeds it per sample).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -19,19 +23,30 @@ __all__ = ["Compose", "ResizeShortestEdge", "RandomHorizontalFlip", "build_trans
 Pair = Tuple[torch.Tensor, Optional[BoxList]]
 
 
-def get_resize_size(h: int, w: int, min_size: int, max_size: int) -> Tuple[int, int]:
+#: Resize modes (``INPUT.RESIZE_MODE``).
+RESIZE_MODES = ("antialias", "torchvision")
+
+
+def get_resize_size(h: int, w: int, min_size: int, max_size: int,
+                    rounding: str = "round") -> Tuple[int, int]:
     """Size after resizing the short side to ``min_size``, capping the long side at ``max_size``.
 
     ``scale = min_size / short``; if ``long * scale > max_size`` then
     ``scale = max_size / long`` (``max_size <= 0`` disables the cap).
 
+    Args:
+        rounding: ``"round"`` (detectron2 / maskrcnn-benchmark) or ``"floor"``
+            (torchvision's ``GeneralizedRCNNTransform``, ``floor(side * scale)``).
+
     Returns:
-        ``(new_h, new_w)`` rounded to ints (at least 1).
+        ``(new_h, new_w)`` as ints (at least 1).
     """
     short, long = float(min(h, w)), float(max(h, w))
     scale = min_size / short
     if max_size > 0 and long * scale > max_size:
         scale = max_size / long
+    if rounding == "floor":
+        return max(1, math.floor(h * scale)), max(1, math.floor(w * scale))
     return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
 
 
@@ -56,14 +71,24 @@ class ResizeShortestEdge:
     Args:
         min_sizes: candidate short-side sizes; one is drawn per call when several.
         max_size: cap of the long side (``<= 0``: no cap).
+        mode: ``"antialias"`` (default): antialiased bilinear on the uint8 image, sizes
+            rounded, like the PIL resize of detectron2 and maskrcnn-benchmark.
+            ``"torchvision"``: plain bilinear (``F.interpolate``, ``align_corners=False``,
+            no antialiasing) on the float image, sizes floored, exactly what torchvision's
+            ``GeneralizedRCNNTransform`` feeds its detection models; the image comes out
+            float (0..255), which the model's preprocessing accepts as it is.
     """
 
-    def __init__(self, min_sizes: Union[int, Sequence[int]], max_size: int) -> None:
+    def __init__(self, min_sizes: Union[int, Sequence[int]], max_size: int,
+                 mode: str = "antialias") -> None:
         sizes = (min_sizes,) if isinstance(min_sizes, int) else tuple(int(s) for s in min_sizes)
         if not sizes or min(sizes) <= 0:
             raise ValueError(f"min_sizes must be positive ints, got {min_sizes!r}")
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
         self.min_sizes: Tuple[int, ...] = sizes
         self.max_size = int(max_size)
+        self.mode = mode
 
     def _pick_min_size(self) -> int:
         if len(self.min_sizes) == 1:
@@ -72,16 +97,23 @@ class ResizeShortestEdge:
 
     def __call__(self, image: torch.Tensor, target: Optional[BoxList] = None) -> Pair:
         h, w = int(image.shape[-2]), int(image.shape[-1])
-        new_h, new_w = get_resize_size(h, w, self._pick_min_size(), self.max_size)
+        if self.mode == "torchvision":
+            new_h, new_w = get_resize_size(h, w, self._pick_min_size(), self.max_size, "floor")
+            image = F.interpolate(image[None].float(), size=(new_h, new_w), mode="bilinear",
+                                  align_corners=False)[0]
+        else:
+            new_h, new_w = get_resize_size(h, w, self._pick_min_size(), self.max_size)
+            if (new_h, new_w) != (h, w):
+                image = TF.resize(image, [new_h, new_w], interpolation=InterpolationMode.BILINEAR,
+                                  antialias=True)
         if (new_h, new_w) != (h, w):
-            image = TF.resize(image, [new_h, new_w], interpolation=InterpolationMode.BILINEAR,
-                              antialias=True)
             if target is not None:
                 target = target.resize((new_h, new_w))
         return image, target
 
     def __repr__(self) -> str:
-        return f"ResizeShortestEdge(min_sizes={self.min_sizes}, max_size={self.max_size})"
+        return (f"ResizeShortestEdge(min_sizes={self.min_sizes}, max_size={self.max_size}, "
+                f"mode={self.mode!r})")
 
 
 class RandomHorizontalFlip:
@@ -116,6 +148,8 @@ def build_transforms(cfg: Any, is_train: bool) -> Compose:
     """
     inp = cfg.INPUT
     if is_train:
-        return Compose([ResizeShortestEdge(_sizes(inp.MIN_SIZE_TRAIN), int(inp.MAX_SIZE_TRAIN)),
+        return Compose([ResizeShortestEdge(_sizes(inp.MIN_SIZE_TRAIN), int(inp.MAX_SIZE_TRAIN),
+                                           inp.RESIZE_MODE),
                         RandomHorizontalFlip(float(inp.HORIZONTAL_FLIP_PROB_TRAIN))])
-    return Compose([ResizeShortestEdge(_sizes(inp.MIN_SIZE_TEST), int(inp.MAX_SIZE_TEST))])
+    return Compose([ResizeShortestEdge(_sizes(inp.MIN_SIZE_TEST), int(inp.MAX_SIZE_TEST),
+                                       inp.RESIZE_MODE)])

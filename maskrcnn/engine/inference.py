@@ -44,8 +44,11 @@ def gather_predictions(local: Dict[int, BoxList]) -> Dict[int, BoxList]:
     return merged
 
 
-def evaluate(model: nn.Module, loaders: List[Tuple[str, object]], output_dir: str) -> Dict[str, dict]:
+def evaluate(model: nn.Module, loaders: List[Tuple[str, object]], output_dir: str,
+             paste_rule: str = "center") -> Dict[str, dict]:
     """Predict and COCO-evaluate each (name, loader); rank 0 writes ``inference/<name>/``.
+
+    ``paste_rule`` is ``MODEL.ROI_MASK_HEAD.PASTE_RULE`` (see ``maskrcnn.layers.mask_ops``).
 
     Returns:
         ``{dataset_name: {"bbox": {...}, "segm": {...}}}`` on rank 0, ``{}`` elsewhere.
@@ -61,6 +64,7 @@ def evaluate(model: nn.Module, loaders: List[Tuple[str, object]], output_dir: st
             folder = os.path.join(output_dir, "inference", name) if output_dir else None
             if folder:
                 os.makedirs(folder, exist_ok=True)
-            results[name] = evaluate_coco(loader.dataset, preds, output_dir=folder, logger=logger)
+            results[name] = evaluate_coco(loader.dataset, preds, output_dir=folder, logger=logger,
+                                          paste_rule=paste_rule)
         synchronize()
     return results

@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import sys
+from typing import Any, Dict
 
 import numpy as np
 import torch
@@ -30,10 +31,14 @@ def default_argument_parser(description: str) -> argparse.ArgumentParser:
 
 
 def setup(args: argparse.Namespace, name: str = "maskrcnn") -> CfgNode:
-    """Initialise distributed mode, merge the config, create OUTPUT_DIR and the logger."""
+    """Merge the config, initialise distributed mode, create OUTPUT_DIR and the logger.
+
+    The config is read first so that ``DIST_TIMEOUT_S`` bounds every collective, the
+    rendezvous included: a rank whose peer died fails within it instead of hanging.
+    """
     local_rank_from_env_or_arg(args.local_rank)
-    init_distributed()
     cfg = load_cfg(args.config_file or None, args.opts)
+    init_distributed(timeout_s=float(cfg.DIST_TIMEOUT_S))
     output_dir = cfg.OUTPUT_DIR
     if output_dir and get_rank() == 0:
         os.makedirs(output_dir, exist_ok=True)
@@ -60,3 +65,44 @@ def seed_all(seed: int) -> int:
     torch.manual_seed(rank_seed)
     logging.getLogger("maskrcnn").info("Random seed: %d", seed)
     return seed
+
+
+def get_rng_states() -> Dict[str, Any]:
+    """This process' Python, NumPy, torch CPU (and CUDA) RNG states as plain data.
+
+    Only tensors, ints, floats, strings and None: a checkpoint holding them loads with
+    ``torch.load(weights_only=True)``.
+    """
+    version, mt, gauss_next = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    states: Dict[str, Any] = {
+        "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+        "numpy": {"bit_generator": np_state["bit_generator"],
+                  "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_states` returned (CUDA only when the device count matches)."""
+    py = states["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss_next"]))
+    n = states["numpy"]
+    np.random.set_state({"bit_generator": n["bit_generator"],
+                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    torch.set_rng_state(states["torch"])
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            logging.getLogger("maskrcnn").warning(
+                "checkpoint has CUDA RNG states for %d devices, this process sees %d: CUDA RNG "
+                "not restored", len(cuda), torch.cuda.device_count())

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..utils.checkpoint import Checkpointer
-from ..utils.comm import reduce_dict
+from ..utils.comm import reduce_dict, synchronize
 from ..utils.metric_logger import MetricLogger, eta_string
 
 logger = logging.getLogger(__name__)
@@ -59,13 +59,28 @@ class Trainer:
         clip_grad_norm: max total gradient norm, or None.
         checkpoint_extra: plain data saved with every checkpoint (e.g. categories).
         solver_hint: (BASE_LR, IMS_PER_BATCH, WARMUP_ITERS) for the non-finite loss message.
+        max_nonfinite_skips: iterations with a non-finite loss that are skipped before the run
+            stops (``SOLVER.MAX_NONFINITE_SKIPS``); 0 stops at the first. A skipped iteration
+            applies no update (no backward, no optimizer step) but still counts: the iteration
+            number, the data position and the LR schedule advance as if it had run, so the
+            schedule stays aligned with the iteration numbers and a resume stays exact.
+        state_fn: ``state_fn(iteration) -> dict`` of plain data added to every checkpoint at save
+            time (RNG states, data position); called on every rank (it may gather).
+        inject_nonfinite_at: TEST ONLY: iterations whose losses are replaced by NaN, to exercise
+            the non-finite path in real runs (see ``run.py``); empty in normal use.
+
+    Attributes:
+        nonfinite_skips: non-finite iterations skipped so far, over the whole run (a resumed run
+            sets it from the checkpoint before :meth:`train`).
     """
 
     def __init__(self, *, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
                  scheduler, checkpointer: Checkpointer, max_iter: int, checkpoint_period: int,
                  log_period: int = 20, writer=None, eval_fn: Optional[Callable[[int], dict]] = None,
                  eval_period: int = 0, clip_grad_norm: Optional[float] = None,
-                 checkpoint_extra: Optional[dict] = None, solver_hint=(0.0, 0, 0)) -> None:
+                 checkpoint_extra: Optional[dict] = None, solver_hint=(0.0, 0, 0),
+                 max_nonfinite_skips: int = 0, state_fn: Optional[Callable[[int], dict]] = None,
+                 inject_nonfinite_at: Iterable[int] = ()) -> None:
         self.model = model
         self.data_loader = data_loader
         self.optimizer = optimizer
@@ -80,6 +95,10 @@ class Trainer:
         self.clip_grad_norm = clip_grad_norm
         self.checkpoint_extra = dict(checkpoint_extra or {})
         self.solver_hint = solver_hint
+        self.max_nonfinite_skips = int(max_nonfinite_skips)
+        self.state_fn = state_fn
+        self.inject_nonfinite_at = frozenset(int(i) for i in inject_nonfinite_at)
+        self.nonfinite_skips = 0
         self.meters = MetricLogger(delimiter="  ")
 
     def train(self, start_iter: int = 0) -> None:
@@ -115,14 +134,16 @@ class Trainer:
 
     def _step(self, iteration: int, images, targets) -> None:
         loss_dict = self.model(images, targets)
+        if iteration in self.inject_nonfinite_at:
+            loss_dict = {k: v * float("nan") for k, v in loss_dict.items()}
         total = sum(loss_dict.values())
-        # Reduced values are identical on every rank, so all ranks stop together.
+        # Reduced values are identical on every rank, so all ranks skip or stop together.
         reduced = reduce_dict({k: v.detach() for k, v in loss_dict.items()})
         reduced_total = sum(reduced.values())
         if not torch.isfinite(reduced_total):
-            values = {k: float(v) for k, v in reduced.items()}
-            base_lr, ims, warmup = self.solver_hint
-            raise NonFiniteLossError(non_finite_message(iteration, values, base_lr, ims, warmup))
+            self._skip_non_finite(iteration, {k: float(v) for k, v in reduced.items()})
+            self.scheduler.step()  # the iteration counts (see the class docstring)
+            return
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.clip_grad_norm:
@@ -132,6 +153,23 @@ class Trainer:
         self.scheduler.step()
         self.meters.update(loss=reduced_total, **reduced)
 
+    def _skip_non_finite(self, iteration: int, values: Dict[str, float]) -> None:
+        """Count a non-finite iteration; raise NonFiniteLossError once the bound is exceeded."""
+        self.nonfinite_skips += 1
+        if self.nonfinite_skips > self.max_nonfinite_skips:
+            base_lr, ims, warmup = self.solver_hint
+            msg = non_finite_message(iteration, values, base_lr, ims, warmup)
+            if self.max_nonfinite_skips > 0:
+                msg += (f" This is non-finite iteration {self.nonfinite_skips} of the run; "
+                        f"SOLVER.MAX_NONFINITE_SKIPS is {self.max_nonfinite_skips}.")
+            raise NonFiniteLossError(msg)
+        logger.warning("Non-finite loss at iteration %d (%s): iteration skipped, no update applied "
+                       "(%d of SOLVER.MAX_NONFINITE_SKIPS %d)", iteration,
+                       ", ".join(f"{k} = {v:.6g}" for k, v in values.items()),
+                       self.nonfinite_skips, self.max_nonfinite_skips)
+        if self.writer is not None:
+            self.writer.add_scalars({"train/nonfinite_skips": self.nonfinite_skips}, iteration)
+
     def _log(self, iteration: int, start_iter: int, start: float) -> None:
         done = iteration - start_iter
         eta = (time.time() - start) / done * (self.max_iter - iteration)
@@ -140,17 +178,26 @@ class Trainer:
             if g.get("name") == "weight":
                 lr = g["lr"]
         mem = _max_memory_mb()
+        skips = [f"nonfinite skips: {self.nonfinite_skips}"] if self.nonfinite_skips else []
         logger.info(self.meters.delimiter.join([
             f"eta: {eta_string(eta)}", f"iter: {iteration}", str(self.meters), f"lr: {lr:.6f}",
-            f"max mem: {mem:.0f}M"]))
+            f"max mem: {mem:.0f}M"] + skips))
         if self.writer is not None:
             scalars = {f"train/{k}": m.median for k, m in self.meters.meters.items() if k.startswith("loss")}
             scalars.update({"train/lr": lr, "train/time": self.meters.meters["time"].median,
                             "train/data_time": self.meters.meters["data"].median})
+            if self.max_nonfinite_skips > 0:
+                scalars["train/nonfinite_skips"] = self.nonfinite_skips
             self.writer.add_scalars(scalars, iteration)
 
     def _save(self, name: str, iteration: int) -> None:
-        self.checkpointer.save(name, iteration=iteration, **self.checkpoint_extra)
+        """Called on every rank: the barrier makes rank 0 write only once all ranks finished
+        ``iteration``, and ``state_fn`` may gather per-rank state."""
+        synchronize()
+        extra = dict(self.checkpoint_extra, nonfinite_skips=self.nonfinite_skips)
+        if self.state_fn is not None:
+            extra.update(self.state_fn(iteration))
+        self.checkpointer.save(name, iteration=iteration, **extra)
 
     def evaluate(self, iteration: int) -> dict:
         """Run ``eval_fn``, record its metrics in TensorBoard, return them."""

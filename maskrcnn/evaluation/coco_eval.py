@@ -48,8 +48,8 @@ def _check_sizes(coco: COCO, predictions: Mapping[int, BoxList]) -> None:
 
 
 def predictions_to_coco_results(predictions: Mapping[int, BoxList],
-                                contiguous_to_category_id: Mapping[int, int]
-                                ) -> List[Dict[str, Any]]:
+                                contiguous_to_category_id: Mapping[int, int],
+                                paste_rule: str = "center") -> List[Dict[str, Any]]:
     """Convert per-image BoxLists to COCO result dicts.
 
     Args:
@@ -73,7 +73,8 @@ def predictions_to_coco_results(predictions: Mapping[int, BoxList],
         labels = boxlist.get_field("labels").detach().cpu().tolist()
         rles: Optional[List[Dict[str, Any]]] = None
         if boxlist.has_field("mask"):
-            rles = masks_to_rle(boxlist.get_field("mask").detach(), boxes, boxlist.size)
+            rles = masks_to_rle(boxlist.get_field("mask").detach(), boxes, boxlist.size,
+                                rule=paste_rule)
         for k, (box, score, label) in enumerate(zip(xywh, scores, labels)):
             if int(label) not in contiguous_to_category_id:
                 raise ValueError(f"image id {image_id}: label {label} has no COCO category id")
@@ -166,7 +167,8 @@ def format_per_class_table(aps: Mapping[str, float], columns: int = 3) -> str:
 
 def evaluate_coco(dataset: Any, predictions: Mapping[int, BoxList], output_dir: Optional[str] = None,
                   iou_types: Sequence[str] = _IOU_TYPES,
-                  logger: Optional[logging.Logger] = None) -> Dict[str, Dict[str, float]]:
+                  logger: Optional[logging.Logger] = None,
+                  paste_rule: str = "center") -> Dict[str, Dict[str, float]]:
     """Evaluate predictions against ``dataset.coco`` with pycocotools.
 
     Args:
@@ -181,6 +183,8 @@ def evaluate_coco(dataset: Any, predictions: Mapping[int, BoxList], output_dir: 
         iou_types: subset of ``("bbox", "segm")``; ``"segm"`` is skipped when no
             prediction has masks.
         logger: where pycocotools' summaries and the per-class table go.
+        paste_rule: how masks are pasted (``MODEL.ROI_MASK_HEAD.PASTE_RULE``; see
+            ``maskrcnn.layers.mask_ops``).
 
     Returns:
         ``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` in percent,
@@ -200,7 +204,7 @@ def evaluate_coco(dataset: Any, predictions: Mapping[int, BoxList], output_dir: 
     if missing:
         logger.warning("%s: %d of %d images have no predictions entry", dataset.name, missing,
                        len(coco_gt.imgs))
-    results = predictions_to_coco_results(predictions, dataset.contiguous_to_category_id)
+    results = predictions_to_coco_results(predictions, dataset.contiguous_to_category_id, paste_rule)
     logger.info("%s: %d detections on %d images", dataset.name, len(results), len(predictions))
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)

@@ -26,92 +26,55 @@ of boxes much larger than ``M`` (more than about ``2.4 * M`` in both
 directions) the product of the two edge weights drops below 0.5, so a small
 triangle at each corner is false. Nothing outside the rectangle is ever true.
 
-Implementation: the bilinear resampling is separable,
-``window = Wy @ mask @ Wx^T`` with ``Wy`` ``(h_win, M)`` and ``Wx`` ``(w_win, M)``
-interpolation-weight matrices (at most two non-zero taps per row; taps outside
-the grid are dropped, which is the zero padding). The window is evaluated in
-row tiles so the float temporary stays below :data:`TILE_BYTES` whatever the
-box size. :func:`masks_to_rle` encodes COCO RLE directly from the window, never
-building the full ``H x W`` mask.
+Arithmetic (the same in every implementation, so that all give identical masks, ties
+included): per axis, in float64, ``s = ((p + 0.5) - lo) * (M / (hi - lo)) - 0.5``
+(``NaN`` -> ``-2``, clamped to ``[-2, M]``), ``j0 = floor(s)``, ``f = s - j0``, weights
+``float32(1 - f)`` and ``float32(f)`` for taps ``j0`` and ``j0 + 1``. Then in float32,
+each product and each sum rounded on its own (no fused multiply-add, no matrix product):
+first along ``y`` for each grid column, ``c = m[i0, j] * wy0 + m[i0 + 1, j] * wy1``, then
+along ``x``, ``v = c[j0] * wx0 + c[j0 + 1] * wx1``; taps off the grid read 0. The mask is
+``v >= float32(threshold)``. float16/bfloat16 masks are converted to float32 first (exact).
+
+Implementations:
+
+* pure PyTorch (:mod:`maskrcnn.layers.mask_window`), on any device: per box, whole-tensor
+  ops over the window in tiles, float temporaries bounded by ``TILE_BYTES``;
+* the CUDA kernel of ``csrc/paste_masks`` (``maskrcnn._C``, optional, loaded lazily by
+  :mod:`maskrcnn.layers._ext`): one fused launch for all boxes, no float temporary.
+
+``impl="auto"`` uses the kernel for CUDA tensors when the extension is built, else PyTorch.
+:func:`masks_to_rle` encodes COCO RLE directly from each window (:mod:`maskrcnn.layers.rle`),
+never building the full ``H x W`` mask.
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_util
 
-__all__ = ["TILE_BYTES", "paste_masks_in_image", "masks_to_rle"]
+from . import _ext
+from .mask_window import TILE_BYTES, TileScratch, Window, window_value_tiles
+from .paste_rules import PASTE_RULES, rule_geometry
+from .rle import WindowRunEncoder, compress_counts
 
-#: Upper bound, in bytes, of the float32 tile evaluated at once per box.
-TILE_BYTES = 16 * 2 ** 20
+__all__ = ["TILE_BYTES", "PACK_BYTES", "paste_masks_in_image", "masks_to_rle"]
 
-Window = Tuple[int, int, int, int]  # y0, y1, x0, x1 (end exclusive)
+#: Upper bound, in bytes, of the windows the CUDA kernel packs per launch for :func:`masks_to_rle`
+#: (a single window larger than this is still done whole).
+PACK_BYTES = 64 * 2 ** 20
 
-
-def _box_window(box: Sequence[float], height: int, width: int) -> Optional[Window]:
-    """Box-local window ``(y0, y1, x0, x1)`` clipped to the image; ``None`` if empty."""
-    x1, y1, x2, y2 = box
-    if not all(math.isfinite(v) for v in box) or x2 <= x1 or y2 <= y1:
-        return None
-    x0, xe = max(math.floor(x1) - 1, 0), min(math.ceil(x2) + 1, width)
-    y0, ye = max(math.floor(y1) - 1, 0), min(math.ceil(y2) + 1, height)
-    if xe <= x0 or ye <= y0:
-        return None
-    return y0, ye, x0, xe
-
-
-def _interp_matrix(start: int, end: int, lo: float, hi: float, m: int,
-                   device: torch.device) -> torch.Tensor:
-    """Bilinear weights of pixels ``start..end-1`` on an ``m``-cell grid over ``[lo, hi]``.
-
-    Returns:
-        ``(end - start, m)`` float32 matrix; row ``p`` holds the (at most two)
-        weights of pixel ``start + p``, out-of-grid taps dropped (zero padding).
-    """
-    pix = torch.arange(start, end, dtype=torch.float64, device=device)
-    s = (pix + 0.5 - lo) * (m / (hi - lo)) - 0.5
-    j0 = torch.floor(s)
-    frac = s - j0
-    j0 = j0.long()
-    rows = torch.arange(end - start, device=device)
-    weights = torch.zeros((end - start, m), dtype=torch.float64, device=device)
-    for j, w in ((j0, 1.0 - frac), (j0 + 1, frac)):
-        ok = (j >= 0) & (j < m)
-        weights[rows[ok], j[ok]] = w[ok]
-    return weights.float()
-
-
-def _paste_window(mask: torch.Tensor, box: Sequence[float], win: Window,
-                  threshold: float) -> torch.Tensor:
-    """Threshold the pasted ``mask`` over the window ``win``.
-
-    Args:
-        mask: ``(M, M)`` float32 probabilities.
-        box: ``(x1, y1, x2, y2)`` floats.
-        win: ``(y0, y1, x0, x1)`` from :func:`_box_window`.
-        threshold: pixels with ``value >= threshold`` are true.
-
-    Returns:
-        ``(y1 - y0, x1 - x0)`` bool tensor on ``mask.device``.
-    """
-    m = mask.shape[-1]
-    y0, ye, x0, xe = win
-    wy = _interp_matrix(y0, ye, box[1], box[3], m, mask.device)
-    wx = _interp_matrix(x0, xe, box[0], box[2], m, mask.device)
-    right = mask @ wx.t()  # (M, w_win)
-    out = torch.empty((ye - y0, xe - x0), dtype=torch.bool, device=mask.device)
-    rows = max(1, TILE_BYTES // (4 * (xe - x0)))
-    for r in range(0, ye - y0, rows):
-        out[r:r + rows] = (wy[r:r + rows] @ right) >= threshold
-    return out
+_IMPLS = ("auto", "torch", "cuda")
 
 
 def _prepare(masks: torch.Tensor, boxes: torch.Tensor, image_shape: Sequence[int],
-             threshold: float) -> Tuple[torch.Tensor, List[List[float]], int, int]:
-    """Validate inputs; return float32 ``(N, M, M)`` masks, boxes as float lists, H, W."""
+             threshold: float) -> Tuple[torch.Tensor, torch.Tensor, int, int, float]:
+    """Validate inputs.
+
+    Returns:
+        ``(N, M, M)`` masks (dtype kept), ``(N, 4)`` boxes, ``H``, ``W``, and the threshold
+        rounded to float32 (the value every implementation compares with).
+    """
     if threshold < 0.5:
         raise ValueError(f"threshold must be >= 0.5 for the box-local window rule, got {threshold}")
     if masks.dim() == 4:
@@ -120,15 +83,50 @@ def _prepare(masks: torch.Tensor, boxes: torch.Tensor, image_shape: Sequence[int
         masks = masks[:, 0]
     if masks.dim() != 3 or masks.shape[1] != masks.shape[2]:
         raise ValueError(f"masks must be (N, M, M) or (N, 1, M, M), got {tuple(masks.shape)}")
-    boxes = torch.as_tensor(boxes).reshape(-1, 4)
+    if not masks.is_floating_point():
+        raise ValueError(f"masks must be floating point, got {masks.dtype}")
+    masks = masks.detach()  # the output is boolean: nothing to differentiate
+    boxes = torch.as_tensor(boxes).detach().reshape(-1, 4)
     if boxes.shape[0] != masks.shape[0]:
         raise ValueError(f"{masks.shape[0]} masks but {boxes.shape[0]} boxes")
     height, width = int(image_shape[0]), int(image_shape[1])
-    return masks.float(), boxes.double().cpu().tolist(), height, width
+    return masks, boxes, height, width, float(np.float32(threshold))
+
+
+def _rule_threshold(thr: float, rule: str) -> float:
+    """The float32 value compared with ``>=``: the torchvision rule is strict (``v > thr``, as
+    torchvision's ``masks > 0.5``), i.e. ``>=`` the next float32 above ``thr``."""
+    if rule == "torchvision":
+        return float(np.nextafter(np.float32(thr), np.float32(np.inf)))
+    return thr
+
+
+def _use_kernel(masks: torch.Tensor, impl: str, rule: str = "center") -> bool:
+    """Whether the compiled op serves this call (see ``impl`` in :func:`paste_masks_in_image`).
+
+    The kernel implements the ``"center"`` rule; other rules take the PyTorch path.
+    """
+    if impl not in _IMPLS:
+        raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+    if rule not in PASTE_RULES:
+        raise ValueError(f"paste rule must be one of {PASTE_RULES}, got {rule!r}")
+    if rule != "center":
+        if impl == "cuda":
+            raise ValueError(f"impl='cuda' implements the 'center' rule only, not {rule!r}")
+        return False
+    if impl == "torch" or (impl == "auto" and not masks.is_cuda):
+        return False
+    if impl == "cuda" and not masks.is_cuda:
+        raise ValueError("impl='cuda' needs masks on a CUDA device")
+    loaded, reason = _ext.load_status()
+    if impl == "cuda" and not loaded:
+        raise RuntimeError(f"impl='cuda' but maskrcnn._C is not available: {reason}")
+    return loaded
 
 
 def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_shape: Sequence[int],
-                         threshold: float = 0.5) -> torch.Tensor:
+                         threshold: float = 0.5, *, impl: str = "auto",
+                         rule: str = "center") -> torch.Tensor:
     """Paste ``M x M`` mask probabilities into full-image binary masks.
 
     Args:
@@ -136,59 +134,93 @@ def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_shape: 
         boxes: ``(N, 4)`` xyxy boxes in image pixels.
         image_shape: ``(H, W)`` of the image.
         threshold: pixels with interpolated value ``>= threshold`` are true (must be ``>= 0.5``).
+        impl: ``"auto"`` (the CUDA kernel for CUDA masks when ``maskrcnn._C`` is built, else
+            PyTorch), ``"torch"`` (always PyTorch) or ``"cuda"`` (the kernel; an error if the
+            masks are not on a CUDA device or the extension is not built).
+        rule: ``"center"`` (the rule above) or ``"torchvision"`` (torchvision's placement of
+            the grid, for its weights; see :mod:`maskrcnn.layers.paste_rules`; PyTorch path).
 
     Returns:
-        ``(N, H, W)`` bool tensor on ``masks.device``. Temporaries beyond it are
-        bounded by :data:`TILE_BYTES` plus ``O(M * (H + W))`` per box.
+        ``(N, H, W)`` bool tensor on ``masks.device``. Temporaries beyond it: none with the
+        kernel; with PyTorch, ``TILE_BYTES`` plus ``O(M * (H + W))`` per box.
     """
-    masks, box_list, height, width = _prepare(masks, boxes, image_shape, threshold)
-    out = torch.zeros((len(box_list), height, width), dtype=torch.bool, device=masks.device)
-    for i, box in enumerate(box_list):
-        win = _box_window(box, height, width)
-        if win is not None:
-            y0, ye, x0, xe = win
-            out[i, y0:ye, x0:xe] = _paste_window(masks[i], box, win, threshold)
+    masks, boxes, height, width, thr = _prepare(masks, boxes, image_shape, threshold)
+    thr = _rule_threshold(thr, rule)
+    if _use_kernel(masks, impl, rule):
+        return _ext.paste_ops().paste_masks(masks, boxes.to(masks.device, torch.float64),
+                                            height, width, thr)
+    masks = masks.float()
+    out = torch.zeros((masks.shape[0], height, width), dtype=torch.bool, device=masks.device)
+    scratch = TileScratch(masks.device)
+    m = masks.shape[-1]
+    for i, box in enumerate(boxes.double().cpu().tolist()):
+        geometry = rule_geometry(box, m, rule, height, width)
+        if geometry is None:
+            continue
+        grid_box, win = geometry
+        y0, _, x0, xe = win
+        for first, val in window_value_tiles(masks[i], grid_box, win, scratch=scratch):
+            _threshold(val, thr, out[i, y0 + first:y0 + first + val.shape[0], x0:xe])
     return out
 
 
-def _window_rle_counts(win_mask: np.ndarray, win: Window, height: int, width: int) -> List[int]:
-    """Uncompressed COCO RLE counts (column-major) of an image that is zero outside ``win``.
+def _threshold(values: torch.Tensor, thr: float, out: torch.Tensor) -> None:
+    """``out[...] = values >= thr``; NumPy on the CPU (several times faster than ``torch.ge``
+    into bool there, same exact comparison)."""
+    if values.device == out.device and values.is_cuda:
+        torch.ge(values, thr, out=out)
+    elif values.is_cuda or out.is_cuda:
+        out.copy_(values >= thr)
+    else:
+        np.greater_equal(values.numpy(), np.float32(thr), out=out.numpy())
 
-    Args:
-        win_mask: ``(h_win, w_win)`` bool array, the image restricted to ``win``.
-        win: ``(y0, y1, x0, x1)`` position of the window in the image.
-        height, width: image size.
 
-    Returns:
-        Run lengths alternating zeros/ones, starting with zeros, summing to ``H * W``.
-    """
-    y0, _, x0, _ = win
-    h_win = win_mask.shape[0]
-    flat = np.ascontiguousarray(win_mask.T).reshape(-1)  # window in column-major order
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # flat[k] != flat[k - 1]
-    cuts = np.arange(h_win, flat.size, h_win)
-    cuts = cuts[flat[cuts] & flat[cuts - 1]]  # runs crossing a window column boundary
-    rising = flat[change]
-    starts = np.sort(np.concatenate([[0] if flat[0] else [], change[rising], cuts]).astype(np.int64))
-    ends = np.sort(np.concatenate([change[~rising], cuts,
-                                   [flat.size] if flat[-1] else []]).astype(np.int64))
-    if starts.size == 0:
+def _torch_counts(mask: torch.Tensor, box: List[float], win: Optional[Window], height: int,
+                  width: int, thr: float, scratch: TileScratch) -> List[int]:
+    """Uncompressed RLE counts of one pasted mask, PyTorch path, tile by tile."""
+    if win is None:
         return [height * width]
-    # window position k -> image linear index (x0 + k // h_win) * H + y0 + k % h_win
-    starts = (starts // h_win + x0) * height + y0 + starts % h_win
-    ends = ((ends - 1) // h_win + x0) * height + y0 + (ends - 1) % h_win + 1  # exclusive
-    join = ends[:-1] == starts[1:]  # run continues into the next image column
-    starts = np.concatenate([starts[:1], starts[1:][~join]])
-    ends = np.concatenate([ends[:-1][~join], ends[-1:]])
-    bounds = np.empty(2 * starts.size + 2, dtype=np.int64)
-    bounds[0], bounds[-1] = 0, height * width
-    bounds[1:-1:2], bounds[2:-1:2] = starts, ends
-    counts = np.diff(bounds).tolist()
-    return counts[:-1] if counts[-1] == 0 else counts  # no trailing empty run of zeros
+    enc = WindowRunEncoder(win, height, width)
+    for first, val in window_value_tiles(mask, box, win, x_major=True, scratch=scratch):
+        _threshold(val, thr, enc.buffer(val.shape[0]))
+        enc.add(first, val.shape[0])
+    return enc.counts()
+
+
+def _kernel_counts(masks: torch.Tensor, boxes: torch.Tensor, wins: List[Optional[Window]],
+                   height: int, width: int, thr: float) -> List[List[int]]:
+    """Uncompressed RLE counts of every mask: packed windows from the kernel, encoded here."""
+    ops = _ext.paste_ops()
+    boxes = boxes.to(masks.device, torch.float64)
+    rect = [w if w is not None else (0, 0, 0, 0) for w in wins]
+    sizes = [(ye - y0) * (xe - x0) for y0, ye, x0, xe in rect]
+    counts: List[List[int]] = []
+    start = 0
+    while start < len(rect):
+        stop, total = start + 1, sizes[start]
+        while stop < len(rect) and total + sizes[stop] <= PACK_BYTES:
+            total += sizes[stop]
+            stop += 1
+        windows = torch.tensor(rect[start:stop], dtype=torch.int64).reshape(-1, 4)
+        flat = ops.paste_masks_packed(masks[start:stop], boxes[start:stop], windows, thr).cpu()
+        offset = 0
+        for k in range(start, stop):
+            if wins[k] is None:
+                counts.append([height * width])
+                continue
+            y0, ye, x0, xe = wins[k]
+            enc = WindowRunEncoder(wins[k], height, width)
+            enc.buffer(xe - x0).copy_(flat[offset:offset + sizes[k]].view(xe - x0, ye - y0))
+            enc.add(0, xe - x0)
+            counts.append(enc.counts())
+            offset += sizes[k]
+        start = stop
+    return counts
 
 
 def masks_to_rle(masks: torch.Tensor, boxes: torch.Tensor, image_shape: Sequence[int],
-                 threshold: float = 0.5) -> List[Dict[str, object]]:
+                 threshold: float = 0.5, *, impl: str = "auto",
+                 rule: str = "center") -> List[Dict[str, object]]:
     """COCO compressed RLE of each pasted mask, encoded from its box-local window only.
 
     Identical, byte for byte, to ``pycocotools.mask.encode`` of the
@@ -200,19 +232,24 @@ def masks_to_rle(masks: torch.Tensor, boxes: torch.Tensor, image_shape: Sequence
         boxes: ``(N, 4)`` xyxy boxes in image pixels.
         image_shape: ``(H, W)`` of the image.
         threshold: as in :func:`paste_masks_in_image`.
+        impl: as in :func:`paste_masks_in_image`; the kernel writes the windows of up to
+            ``PACK_BYTES`` per launch, copied once to the host for encoding.
+        rule: as in :func:`paste_masks_in_image`.
 
     Returns:
         ``N`` dicts ``{"size": [H, W], "counts": str}`` (utf-8 decoded, JSON-serialisable).
     """
-    masks, box_list, height, width = _prepare(masks, boxes, image_shape, threshold)
-    rles = []
-    for i, box in enumerate(box_list):
-        win = _box_window(box, height, width)
-        if win is None:
-            counts = [height * width]
-        else:
-            win_mask = _paste_window(masks[i], box, win, threshold).cpu().numpy()
-            counts = _window_rle_counts(win_mask, win, height, width)
-        rle = mask_util.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
-        rles.append({"size": [height, width], "counts": rle["counts"].decode("utf-8")})
-    return rles
+    masks, boxes, height, width, thr = _prepare(masks, boxes, image_shape, threshold)
+    thr = _rule_threshold(thr, rule)
+    box_list = boxes.double().cpu().tolist()
+    geometry = [rule_geometry(box, masks.shape[-1], rule, height, width) for box in box_list]
+    wins = [None if g is None else g[1] for g in geometry]
+    if _use_kernel(masks, impl, rule):
+        counts = _kernel_counts(masks, boxes, wins, height, width, thr)
+    else:
+        masks = masks.float()
+        scratch = TileScratch(masks.device)
+        counts = [_torch_counts(masks[i], g[0] if g else None, g[1] if g else None,
+                                height, width, thr, scratch)
+                  for i, g in enumerate(geometry)]
+    return [compress_counts(c, height, width) for c in counts]

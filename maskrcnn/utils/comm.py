@@ -131,17 +131,24 @@ def reduce_dict(d: dict[str, torch.Tensor], average: bool = True) -> dict[str, t
         return {k: v for k, v in zip(names, values)}
 
 
-def init_distributed(backend: str | None = None, timeout_s: int = 1800) -> bool:
+def init_distributed(backend: str | None = None, timeout_s: float = 1800) -> bool:
     """Initialises the default process group from launcher environment variables.
 
     Understands the variables set by ``torchrun`` and by
     ``python -m torch.distributed.launch --use_env``: ``RANK``,
     ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``.
 
+    When a process dies, the others must not hang: ``timeout_s`` bounds the
+    rendezvous and every collective (gloo raises once it passes, or at once
+    when the peer's connection closes), and for nccl
+    ``TORCH_NCCL_ASYNC_ERROR_HANDLING=1`` (unless set already) makes the
+    watchdog abort the process when a collective times out.
+
     Args:
         backend: Process-group backend; ``"nccl"`` if CUDA is available else
             ``"gloo"`` when ``None``.
-        timeout_s: Timeout of collective operations in seconds.
+        timeout_s: Timeout of the rendezvous and of collective operations in
+            seconds (config ``DIST_TIMEOUT_S``).
 
     Returns:
         True if a process group was initialised (or already was), False when
@@ -158,6 +165,8 @@ def init_distributed(backend: str | None = None, timeout_s: int = 1800) -> bool:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
     rank = int(os.environ.get("RANK", "0"))
+    if backend == "nccl":
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     dist.init_process_group(
         backend=backend,
         init_method="env://",
@@ -166,8 +175,8 @@ def init_distributed(backend: str | None = None, timeout_s: int = 1800) -> bool:
         timeout=datetime.timedelta(seconds=timeout_s),
     )
     logger.info(
-        "initialised distributed: backend=%s rank=%d/%d local_rank=%d",
-        backend, rank, world, local_rank,
+        "initialised distributed: backend=%s rank=%d/%d local_rank=%d timeout=%gs",
+        backend, rank, world, local_rank, timeout_s,
     )
     synchronize()
     return True

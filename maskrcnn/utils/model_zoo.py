@@ -1,9 +1,11 @@
 """Resolve ``torchvision://NAME`` weight names to a local file through torch's own cache.
 
 ``torchvision://resnet50`` and ``torchvision://resnet101`` are torchvision's ImageNet
-weights (``IMAGENET1K_V1``, the ones detection recipes start from). The file is looked up
-in ``torch.hub.get_dir()/checkpoints`` first; only when it is not there is a download
-attempted, and a failure says where to put the file by hand.
+weights (``IMAGENET1K_V1``, the ones detection recipes start from);
+``torchvision://maskrcnn_resnet50_fpn`` and ``torchvision://fasterrcnn_resnet50_fpn`` are its
+COCO detectors (``COCO_V1``; load them through ``maskrcnn.utils.convert.load_weights_file``,
+which renames them). The file is looked up in ``torch.hub.get_dir()/checkpoints`` first; only
+when it is not there is a download attempted, and a failure says where to put the file by hand.
 """
 from __future__ import annotations
 
@@ -17,15 +19,28 @@ logger = logging.getLogger(__name__)
 SCHEME = "torchvision://"
 
 
+# Which published weights a bare model name means: ImageNet V1 for classifiers (what the
+# detection recipes were tuned with), COCO for torchvision's detectors.
+PREFERRED_WEIGHTS = ("IMAGENET1K_V1", "COCO_V1")
+
+
 def torchvision_weights_url(name: str) -> str:
-    """The download address of torchvision's ImageNet weights for model ``name``."""
+    """The download address of torchvision's weights for model ``name``.
+
+    Args:
+        name: a torchvision model name, e.g. ``resnet50`` (ImageNet ``IMAGENET1K_V1``) or
+            ``maskrcnn_resnet50_fpn`` / ``fasterrcnn_resnet50_fpn`` (COCO ``COCO_V1``).
+
+    Raises:
+        ValueError: torchvision has no such model.
+    """
     from torchvision.models import get_model_weights
 
     try:
         enum = get_model_weights(name)
     except (ValueError, KeyError) as e:
         raise ValueError(f"unknown torchvision model '{name}' in '{SCHEME}{name}'") from e
-    weights = getattr(enum, "IMAGENET1K_V1", None) or enum.DEFAULT
+    weights = next((getattr(enum, w) for w in PREFERRED_WEIGHTS if hasattr(enum, w)), enum.DEFAULT)
     return weights.url
 
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from maskrcnn.data.datasets.coco import COCODataset
+from maskrcnn.data.datasets.coco import COCODataset, DatasetError
 from maskrcnn.data.image_io import read_image_rgb
 
 CATEGORIES = [{"id": 9, "name": "apple"}, {"id": 5, "name": "zebra"}]
@@ -109,7 +109,11 @@ def test_categories_and_filtering(coco_files, caplog):
     assert train.class_names == ["__background__", "zebra", "apple"]
     assert train.num_classes == 2 and train.name == "toy"
     assert train.ids == [1, 2, 4]  # image 3: only crowd; image 5: only dropped annotations
-    assert "malformed polygon parts" in caplog.text and "removed 2 of 5" in caplog.text
+    assert ("toy: 5 images, 9 annotations; repaired: 1 annotation dropped (empty box), 1 annotation "
+            "dropped (no valid polygon), 1 box clipped, 1 polygon part dropped (< 3 points), 1 polygon "
+            "part dropped (odd coordinate count); converted: 1 EXIF-rotated, 1 RGBA, 1 grayscale, "
+            "1 palette") in caplog.text
+    assert "removed 2 of 5" in caplog.text
     test = COCODataset(*coco_files, "toy", is_train=False)
     assert test.ids == [1, 2, 3, 4, 5] and len(test) == 5
     assert test.get_img_info(3) == {"id": 4, "height": 40, "width": 24, "file_name": "photo.jpg"}
@@ -195,7 +199,11 @@ def test_unknown_category(tmp_path, coco_files):
 def test_size_mismatch(tmp_path, coco_files):
     data = _coco_dict()
     data["images"][3]["height"], data["images"][3]["width"] = 24, 40  # stored, not displayed size
-    ds = COCODataset(_write_json(tmp_path / "mismatch.json", data), coco_files[1], "x", is_train=False)
+    ann = _write_json(tmp_path / "mismatch.json", data)
+    with pytest.raises(DatasetError, match=r"image id 4 .*photo\.jpg.*\(40, 24\).*\(24, 40\)"):
+        COCODataset(ann, coco_files[1], "x", is_train=False)
+    # Without the header check, the image that disagrees fails when it is loaded.
+    ds = COCODataset(ann, coco_files[1], "x", is_train=False, check="annotations")
     with pytest.raises(ValueError, match=r"image id 4 .*photo\.jpg.*\(40, 24\).*\(24, 40\)"):
         ds[3]
 
@@ -203,6 +211,9 @@ def test_size_mismatch(tmp_path, coco_files):
 def test_missing_image_file(tmp_path, coco_files):
     data = _coco_dict()
     data["images"][0]["file_name"] = "ghost.png"
-    ds = COCODataset(_write_json(tmp_path / "ghost.json", data), coco_files[1], "x")
+    ann = _write_json(tmp_path / "ghost.json", data)
+    with pytest.raises(DatasetError, match=r"missing image file: image id 1 \(.*ghost\.png\)"):
+        COCODataset(ann, coco_files[1], "x")
+    ds = COCODataset(ann, coco_files[1], "x", check="annotations")
     with pytest.raises(FileNotFoundError, match="ghost.png"):
         ds[0]

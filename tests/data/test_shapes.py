@@ -28,9 +28,9 @@ class Node(dict):
 def _cfg(data_dir, catalog_entries=None, workers=0, grouping=True):
     return Node(
         DATASETS=Node(TRAIN=("toy_train",), TEST=("toy_val",), DATA_DIR=str(data_dir),
-                      CATALOG=Node(catalog_entries or {})),
+                      CHECK="header", CATALOG=Node(catalog_entries or {})),
         INPUT=Node(MIN_SIZE_TRAIN=(64, 80, 96), MAX_SIZE_TRAIN=160, MIN_SIZE_TEST=80,
-                   MAX_SIZE_TEST=160, HORIZONTAL_FLIP_PROB_TRAIN=0.5),
+                   MAX_SIZE_TEST=160, HORIZONTAL_FLIP_PROB_TRAIN=0.5, RESIZE_MODE="antialias"),
         DATALOADER=Node(NUM_WORKERS=workers, ASPECT_RATIO_GROUPING=grouping,
                         FILTER_EMPTY_ANNOTATIONS=True),
         SOLVER=Node(IMS_PER_BATCH=4, MAX_ITER=5), TEST=Node(IMS_PER_BATCH=3), SEED=7)

@@ -93,9 +93,35 @@ def test_resize_then_flip_masks_follow_boxes():
 def test_build_transforms_from_cfg():
     cfg = SimpleNamespace(INPUT=SimpleNamespace(MIN_SIZE_TRAIN=(30, 40), MAX_SIZE_TRAIN=100,
                                                 MIN_SIZE_TEST=50, MAX_SIZE_TEST=70,
-                                                HORIZONTAL_FLIP_PROB_TRAIN=0.5))
+                                                HORIZONTAL_FLIP_PROB_TRAIN=0.5,
+                                                RESIZE_MODE="antialias"))
     train, test = build_transforms(cfg, True), build_transforms(cfg, False)
     assert train.transforms[0].min_sizes == (30, 40) and train.transforms[1].prob == 0.5
     assert len(test.transforms) == 1
     img, _ = test(torch.zeros(3, 60, 90, dtype=torch.uint8), None)
     assert img.shape == (3, 47, 70)
+
+
+def test_torchvision_resize_mode_matches_generalized_rcnn_transform():
+    """RESIZE_MODE "torchvision": same size and pixels as torchvision's detection transform."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    from maskrcnn.data.transforms import ResizeShortestEdge
+
+    tv = GeneralizedRCNNTransform(800, 1333, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]).eval()
+    g = torch.Generator().manual_seed(0)
+    for h, w in [(480, 640), (333, 517), (1000, 3000), (799, 801)]:
+        image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+        out, _ = ResizeShortestEdge(800, 1333, "torchvision")(image)
+        ref = tv.resize(image.float(), None)[0]
+        assert out.shape == ref.shape
+        assert torch.allclose(out, ref, atol=1e-3)
+        default, _ = ResizeShortestEdge(800, 1333)(image)
+        assert default.dtype == torch.uint8  # the default mode stays uint8 and antialiased
+
+
+def test_unknown_resize_mode_is_an_error():
+    from maskrcnn.data.transforms import ResizeShortestEdge
+
+    with pytest.raises(ValueError, match="resize mode"):
+        ResizeShortestEdge(800, 1333, "nearest")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from maskrcnn.utils.checkpoint import Checkpointer, load_model_state
+from maskrcnn.utils.checkpoint import CheckpointError, Checkpointer, load_model_state
 
 
 @pytest.fixture(autouse=True)
@@ -263,3 +263,124 @@ def test_no_resume_warns_about_stale_checkpoint(tmp_path, caplog):
 def test_remote_weights_rejected(tmp_path, url):
     with pytest.raises(ValueError, match="only local files"):
         Checkpointer(Net(), save_dir=str(tmp_path)).resume_or_load(url, resume=False)
+
+
+# ----------------------------------------------------------- bad checkpoints on resume
+def _two_checkpoints(out):
+    """model_0000002.pth then model_0000004.pth (newer mtime); last_checkpoint names the latter."""
+    model, opt, sched = _train_setup()
+    ckpt = Checkpointer(model, opt, sched, save_dir=str(out))
+    old = ckpt.save("model_0000002", iteration=2)
+    new = ckpt.save("model_0000004", iteration=4)
+    os.utime(old, (1_000_000, 1_000_000))
+    return old, new
+
+
+def test_resume_from_truncated_last_checkpoint_names_the_intact_one(tmp_path):
+    old, new = _two_checkpoints(tmp_path)
+    pathlib.Path(new).write_bytes(pathlib.Path(new).read_bytes()[:1000])
+    model, opt, sched = _fresh()
+    before = model.head.weight.clone()
+    ckpt = Checkpointer(model, opt, sched, save_dir=str(tmp_path))
+    with pytest.raises(CheckpointError) as info:
+        ckpt.resume_or_load("", resume=True)
+    msg = str(info.value)
+    assert "model_0000004.pth" in msg and "corrupt or truncated" in msg
+    assert "newest intact checkpoint" in msg and "model_0000002.pth (iteration 2)" in msg
+    tag = os.path.join(str(tmp_path), "last_checkpoint")
+    assert f"echo model_0000002.pth > {tag}" in msg and "--resume" in msg
+    assert "Nothing was rolled back" in msg
+    # nothing was applied, and last_checkpoint is left alone
+    assert torch.equal(model.head.weight, before) and len(opt.state) == 0
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000004.pth"
+    # following the advice resumes from the older checkpoint
+    (tmp_path / "last_checkpoint").write_text("model_0000002.pth\n")
+    assert ckpt.resume_or_load("", resume=True) == {"iteration": 2}
+
+
+def test_resume_when_last_checkpoint_names_a_missing_file(tmp_path):
+    _two_checkpoints(tmp_path)
+    (tmp_path / "last_checkpoint").write_text("model_0000009.pth")
+    with pytest.raises(CheckpointError, match=r"model_0000009\.pth.*not found.*model_0000004\.pth \(iteration 4\)"):
+        Checkpointer(Net(), save_dir=str(tmp_path)).resume_or_load("", resume=True)
+
+
+def test_resume_without_any_intact_checkpoint_says_so(tmp_path):
+    old, new = _two_checkpoints(tmp_path)
+    for f in (old, new):
+        pathlib.Path(f).write_bytes(b"garbage")
+    # weights without training state (a slimmed file) cannot be resumed from either
+    torch.save({"model": Net().state_dict()}, tmp_path / "model_final-0123abcd.pth")
+    with pytest.raises(CheckpointError) as info:
+        Checkpointer(Net(), save_dir=str(tmp_path)).resume_or_load("", resume=True)
+    assert "No intact checkpoint was found" in str(info.value)
+    assert "run without --resume" in str(info.value)
+
+
+def _evil_files(tmp_path, marker):
+    """The same code-running payload as a torch.save file and as a raw (protocol 2) pickle."""
+    import pickle
+
+    by_torch = tmp_path / "model_0000006.pth"
+    torch.save({"model": Net().state_dict(), "payload": _Payload(str(marker))}, by_torch)
+    raw = tmp_path / "model_0000008.pth"
+    with open(raw, "wb") as f:
+        pickle.dump({"model": {"head.weight": _Payload(str(marker))}}, f, protocol=2)
+    return by_torch, raw
+
+
+@pytest.mark.parametrize("kind", ["torch.save", "raw pickle"])
+@pytest.mark.parametrize("how", ["MODEL.WEIGHT", "--resume"])
+def test_code_running_checkpoint_refused_as_weights_and_on_resume(tmp_path, kind, how):
+    marker = tmp_path / "marker"
+    by_torch, raw = _evil_files(tmp_path, marker)
+    evil = by_torch if kind == "torch.save" else raw
+    model, opt, sched = _fresh()
+    out = tmp_path / "out"
+    ckpt = Checkpointer(model, opt, sched, save_dir=str(out))
+    if how == "--resume":
+        ckpt.save("model_0000002", iteration=2)
+        (out / "last_checkpoint").write_text(os.path.abspath(evil))
+    with pytest.raises(CheckpointError) as info:
+        ckpt.resume_or_load(str(evil) if how == "MODEL.WEIGHT" else "", resume=how == "--resume")
+    msg = str(info.value)
+    assert evil.name in msg and "refused for safety" in msg
+    if how == "--resume":
+        assert "model_0000002.pth (iteration 2)" in msg
+    assert not marker.exists()
+
+
+def test_resume_removes_files_of_interrupted_saves(tmp_path):
+    model, opt, sched = _train_setup()
+    Checkpointer(model, opt, sched, save_dir=str(tmp_path)).save("model_0000002", iteration=2)
+    for stale in (".model_0000004.pth.1a2b3c4d.tmp", ".last_checkpoint.5e6f7a8b.tmp"):
+        (tmp_path / stale).write_bytes(b"partial")
+    (tmp_path / "notes.tmp").write_text("not ours")
+    assert Checkpointer(Net(), save_dir=str(tmp_path)).resume_or_load("", resume=True) == {"iteration": 2}
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000002.pth", "notes.tmp"]
+
+
+def test_checkpoint_files_get_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = Checkpointer(Net(), save_dir=str(tmp_path)).save("m")
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "last_checkpoint").st_mode & 0o777 == 0o644
+
+
+def test_load_table_lists_skipped_missing_and_unexpected(caplog):
+    torch.manual_seed(0)
+    sd = Net(num_classes=3).state_dict()
+    sd.pop("body.0.bias")
+    sd["extra.weight"] = torch.zeros(2)
+    with caplog.at_level(logging.INFO, logger="maskrcnn"):
+        report = load_model_state(Net(num_classes=5), sd, logging.getLogger("maskrcnn.test"))
+    assert report["missing"] == ["body.0.bias"] and report["unexpected"] == ["extra.weight"]
+    text = caplog.text
+    assert "skipped 2 tensors with mismatched shape (file -> model)" in text
+    assert "head.weight: (3, 4) -> (5, 4)" in text and "head.bias: (3,) -> (5,)" in text
+    assert "missing from file (1), left as initialised:\n  body.0.bias" in text
+    assert "unexpected in file (1), ignored:\n  extra.weight" in text
+    assert any(r.levelno == logging.WARNING for r in caplog.records)

@@ -52,3 +52,30 @@ def test_uncached_download_failure_says_where_to_put_the_file(tmp_path, monkeypa
         resolve_weights("torchvision://resnet50")
     with pytest.raises(ValueError, match="unknown torchvision model"):
         resolve_weights("torchvision://not_a_model")
+
+
+@pytest.mark.parametrize("name,file_prefix", [("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_coco-"),
+                                              ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_coco-")])
+def test_torchvision_coco_detectors_resolve_from_cache(tmp_path, monkeypatch, name, file_prefix):
+    from maskrcnn.utils.convert import load_weights_file
+
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    url = torchvision_weights_url(name)
+    assert os.path.basename(url).startswith(file_prefix)  # COCO_V1, not an ImageNet backbone
+    cached = hub / "checkpoints" / os.path.basename(url)
+    cached.parent.mkdir(parents=True)
+    # torchvision's names (legacy ones, as in the published file), small shapes
+    torch.save({"backbone.body.conv1.weight": torch.randn(4, 3, 7, 7), "rpn.head.conv.weight": torch.randn(4, 4, 3, 3),
+                "roi_heads.box_predictor.cls_score.weight": torch.randn(91, 8)}, cached)
+
+    def no_download(*a, **k):
+        raise AssertionError("must not download when the file is cached")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    path = resolve_weights(f"torchvision://{name}")
+    assert path == str(cached)
+    state, report = load_weights_file(path)
+    assert report.source == "torchvision"
+    assert set(state) == {"backbone.body.conv1.weight", "rpn.head.conv.weight",
+                          "roi_heads.box.predictor.cls_score.weight"}

@@ -9,8 +9,8 @@ from typing import Callable, List
 
 import torch
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
 
+from ...layers.conv_norm import FrozenBatchNorm2d, conv_norm
 from .shape import ShapeSpec
 
 # depth -> (block kind, blocks per stage)
@@ -54,10 +54,10 @@ class BasicBlock(nn.Module):
         self.downsample = _shortcut(cin, cout, stride, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        identity = x if self.downsample is None else conv_norm(self.downsample[0], self.downsample[1], x)
+        out = self.relu(conv_norm(self.conv1, self.bn1, x))
+        out = conv_norm(self.conv2, self.bn2, out)
+        return self.relu(out.add_(identity))
 
 
 class Bottleneck(nn.Module):
@@ -76,11 +76,11 @@ class Bottleneck(nn.Module):
         self.downsample = _shortcut(cin, cout, stride, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        identity = x if self.downsample is None else conv_norm(self.downsample[0], self.downsample[1], x)
+        out = self.relu(conv_norm(self.conv1, self.bn1, x))
+        out = self.relu(conv_norm(self.conv2, self.bn2, out))
+        out = conv_norm(self.conv3, self.bn3, out)
+        return self.relu(out.add_(identity))
 
 
 def _shortcut(cin: int, cout: int, stride: int, norm: Callable[[int], nn.Module]):
@@ -165,7 +165,7 @@ class ResNet(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(conv_norm(self.conv1, self.bn1, x)))
         outs = []
         for i in range(1, 5):
             x = getattr(self, f"layer{i}")(x)

@@ -1,0 +1,229 @@
+"""Pieces shared by the format converters: renaming rules, frozen-BN arithmetic, class-layout
+changes and reading the architecture back from converted weights."""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torchvision.ops import FrozenBatchNorm2d
+
+from .report import ConversionReport
+
+# Our frozen BN (torchvision's FrozenBatchNorm2d, which the backbone uses) computes
+# scale = weight * rsqrt(running_var + BN_EPS); read the eps from it rather than restating it.
+BN_EPS: float = float(FrozenBatchNorm2d(1).eps)
+
+# Input conventions of the peers, as this project's config keys.
+RGB_01 = {
+    "INPUT.TO_BGR255": False,
+    "INPUT.PIXEL_MEAN": [0.485, 0.456, 0.406],
+    "INPUT.PIXEL_STD": [0.229, 0.224, 0.225],
+    "MODEL.RESNETS.STRIDE_IN_1X1": False,
+    "MODEL.ROI_BOX_HEAD.POOLER_ALIGNED": False,
+    "MODEL.ROI_MASK_HEAD.POOLER_ALIGNED": False,
+}
+BGR_255 = {
+    "INPUT.TO_BGR255": True,
+    "INPUT.PIXEL_MEAN": [102.9801, 115.9465, 122.7717],
+    "INPUT.PIXEL_STD": [1.0, 1.0, 1.0],
+    "MODEL.RESNETS.STRIDE_IN_1X1": True,
+    "MODEL.ROI_BOX_HEAD.POOLER_ALIGNED": False,
+    "MODEL.ROI_MASK_HEAD.POOLER_ALIGNED": False,
+}
+
+Target = Union[str, Callable[[re.Match], str]]
+Rule = Tuple[str, Target]
+
+NOT_A_TENSOR = "not a tensor"
+NO_COUNTERPART = "no counterpart in this project's model"
+BN_COUNTER = "BatchNorm step counter (frozen BN has none)"
+ANCHORS = "anchor buffers (recomputed from the config)"
+CLASSIFIER = "ImageNet classifier"
+
+
+def compile_rules(rules: Sequence[Rule]) -> Sequence[Tuple[re.Pattern, Target]]:
+    return [(re.compile(p), t) for p, t in rules]
+
+
+def rename(key: str, rules: Sequence[Tuple[re.Pattern, Target]]) -> Optional[str]:
+    """Our name for ``key`` from the first rule whose pattern matches all of it, else None."""
+    for pattern, target in rules:
+        m = pattern.fullmatch(key)
+        if m is not None:
+            return target(m) if callable(target) else m.expand(target)
+    return None
+
+
+def apply_rules(state: Mapping[str, Any], rules: Sequence[Tuple[re.Pattern, Target]],
+                skips: Sequence[Tuple[str, str]], report: ConversionReport) -> "OrderedDict[str, torch.Tensor]":
+    """Renames every tensor of ``state``; records mapped and skipped names in ``report``.
+
+    Args:
+        state: source names -> tensors (other values are skipped).
+        rules: compiled ``(pattern, target)``; the first full match names the tensor.
+        skips: ``(regex, reason)`` checked first; a match skips the entry with that reason.
+        report: filled in place.
+
+    Returns:
+        Our names -> tensors, in the source's order.
+    """
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    skip_patterns = [(re.compile(p), r) for p, r in skips]
+    for key, value in state.items():
+        reason = next((r for p, r in skip_patterns if p.search(key)), None)
+        if reason is None and not isinstance(value, torch.Tensor):
+            reason = NOT_A_TENSOR
+        dst = None if reason else rename(key, rules)
+        if reason is None and dst is None:
+            reason = NO_COUNTERPART
+        if reason:
+            report.skip(key, reason)
+            continue
+        if dst in out:
+            raise ValueError(f"two source tensors map to '{dst}' (the second is '{key}')")
+        out[dst] = value
+        report.map(key, dst)
+    return out
+
+
+def strip_module_prefix(state: Mapping[str, Any]) -> "OrderedDict[str, Any]":
+    """Removes the ``module.`` that (Distributed)DataParallel puts before every name."""
+    return OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items())
+
+
+def frozen_bn_prefixes(state: Mapping[str, torch.Tensor]) -> Iterable[str]:
+    """Prefixes (``backbone.body.layer1.0.bn1.``) of the ResNet norm layers in our names."""
+    pattern = re.compile(r"(backbone\.body\.(?:.*\.)?(?:bn\d|downsample\.1)\.)weight")
+    return [m.group(1) for m in map(pattern.fullmatch, list(state)) if m]
+
+
+def _needs_running_stats(prefix: str, model_state: Optional[Mapping[str, Any]]) -> bool:
+    return model_state is None or f"{prefix}running_var" in model_state
+
+
+def adjust_no_eps_bn(state: "OrderedDict[str, torch.Tensor]", report: ConversionReport,
+                     model_state: Optional[Mapping[str, Any]] = None, eps: float = BN_EPS) -> None:
+    """Rewrites frozen-BN tensors trained WITHOUT an epsilon so that ours computes the same affine.
+
+    maskrcnn-benchmark's FrozenBatchNorm2d computes ``scale = weight * rsqrt(running_var)`` and
+    Caffe2's AffineChannel is ``y = s * x + b`` (running_mean 0, running_var 1 when absent).
+    Ours adds ``eps`` inside the rsqrt, so ``running_var - eps`` is stored: ``(rv - eps) + eps =
+    rv`` and the affine is unchanged (to float32 rounding). Channels with ``rv <= eps`` cannot
+    take that shift; their ``eps`` is folded into ``weight`` instead. GroupNorm layers (the
+    model has no running stats there) keep only weight and bias.
+
+    Args:
+        state: our names -> tensors, changed in place.
+        report: annotated with what changed.
+        model_state: when given, running stats are only emitted where the model has them.
+        eps: our frozen BN epsilon.
+    """
+    for prefix in frozen_bn_prefixes(state):
+        weight = state[f"{prefix}weight"]
+        if not _needs_running_stats(prefix, model_state):
+            for name in ("running_mean", "running_var"):
+                state.pop(f"{prefix}{name}", None)
+            continue
+        rv = state.get(f"{prefix}running_var")
+        filled = rv is None
+        rv64 = torch.ones_like(weight, dtype=torch.float64) if filled else rv.double()
+        if f"{prefix}running_mean" not in state:
+            state[f"{prefix}running_mean"] = torch.zeros_like(weight)
+        ok = rv64 > eps
+        new_rv = torch.where(ok, rv64 - eps, rv64)
+        fold = torch.where(ok, torch.ones_like(rv64), torch.sqrt((rv64 + eps) / rv64))
+        state[f"{prefix}running_var"] = new_rv.to(weight.dtype)
+        if not bool(ok.all()):
+            state[f"{prefix}weight"] = (weight.double() * fold).to(weight.dtype)
+            report.annotate(f"{prefix}weight", f"eps folded into {int((~ok).sum())} channels")
+        note = ("running stats filled (mean 0, var 1 - eps) for an exact affine" if filled
+                else f"running_var - {eps:g}: the source's BN has no eps")
+        report.annotate(f"{prefix}weight", note)
+        if not filled:
+            report.annotate(f"{prefix}running_var", note)
+
+
+def fill_default_bn_stats(state: "OrderedDict[str, torch.Tensor]", report: ConversionReport,
+                          model_state: Optional[Mapping[str, Any]] = None) -> None:
+    """Adds running_mean 0 / running_var 1 to frozen BN layers that have only weight and bias,
+    the defaults of a peer whose BN uses the same eps (detectron2)."""
+    for prefix in frozen_bn_prefixes(state):
+        if not _needs_running_stats(prefix, model_state) or f"{prefix}running_var" in state:
+            continue
+        weight = state[f"{prefix}weight"]
+        state.setdefault(f"{prefix}running_mean", torch.zeros_like(weight))
+        state[f"{prefix}running_var"] = torch.ones_like(weight)
+        report.annotate(f"{prefix}weight", "running stats filled with the defaults (mean 0, var 1)")
+
+
+def background_last_to_first(t: torch.Tensor) -> torch.Tensor:
+    """Rows ``[c_1..c_K, bg]`` -> ``[bg, c_1..c_K]`` (class scores)."""
+    return torch.cat([t[-1:], t[:-1]])
+
+
+def add_background_rows(t: torch.Tensor, rows_per_class: int, num_classes: int) -> torch.Tensor:
+    """Prepends zero rows for the background class; class-agnostic rows are tiled per class.
+
+    Args:
+        t: ``(K * rows_per_class, ...)`` class-specific or ``(rows_per_class, ...)`` agnostic.
+        rows_per_class: 4 for box deltas, 1 for mask logits.
+        num_classes: classes INCLUDING background (K + 1).
+
+    Returns:
+        ``(num_classes * rows_per_class, ...)``.
+    """
+    if t.shape[0] == rows_per_class and num_classes > 2:
+        return t.repeat(num_classes, *([1] * (t.dim() - 1)))
+    zeros = torch.zeros((rows_per_class,) + tuple(t.shape[1:]), dtype=t.dtype)
+    return torch.cat([zeros, t])
+
+
+def infer_architecture(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """Config keys that the shapes of converted weights (our names) pin down.
+
+    Returns:
+        e.g. ``{"MODEL.BACKBONE.CONV_BODY": "R-101-FPN", "MODEL.ROI_BOX_HEAD.NUM_CLASSES": 81,
+        "MODEL.MASK_ON": True, ...}``; only keys the weights determine.
+    """
+    cfg: Dict[str, Any] = {}
+    body = "backbone.body."
+    blocks = {}
+    for k in state:
+        m = re.match(r"backbone\.body\.layer(\d)\.(\d+)\.", k)
+        if m:
+            blocks[int(m[1])] = max(blocks.get(int(m[1]), 0), int(m[2]) + 1)
+    bottleneck = f"{body}layer1.0.conv3.weight" in state
+    depths = {(2, 2, 2, 2): 26 if bottleneck else 18, (3, 4, 6, 3): 50 if bottleneck else 34,
+              (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+    depth = depths.get(tuple(blocks.get(i, 0) for i in (1, 2, 3, 4)))
+    if depth is not None:
+        cfg["MODEL.BACKBONE.CONV_BODY"] = f"R-{depth}-FPN"
+    if f"{body}conv1.weight" in state:
+        cfg["MODEL.RESNETS.STEM_OUT_CHANNELS"] = int(state[f"{body}conv1.weight"].shape[0])
+    last = f"{body}layer1.0.conv3.weight" if bottleneck else f"{body}layer1.0.conv2.weight"
+    if last in state:
+        cfg["MODEL.RESNETS.RES2_OUT_CHANNELS"] = int(state[last].shape[0])
+    conv2 = state.get(f"{body}layer1.0.conv2.weight")
+    if bottleneck and conv2 is not None:
+        groups = int(conv2.shape[0]) // int(conv2.shape[1])
+        cfg["MODEL.RESNETS.NUM_GROUPS"] = groups
+        cfg["MODEL.RESNETS.WIDTH_PER_GROUP"] = int(conv2.shape[0]) // groups
+    if "backbone.fpn.layer_blocks.0.0.weight" in state:
+        cfg["MODEL.BACKBONE.OUT_CHANNELS"] = int(state["backbone.fpn.layer_blocks.0.0.weight"].shape[0])
+    fc6 = state.get("roi_heads.box.feature_extractor.fc6.weight")
+    if fc6 is not None:
+        cfg["MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM"] = int(fc6.shape[0])
+    cls = state.get("roi_heads.box.predictor.cls_score.weight")
+    if cls is not None:
+        cfg["MODEL.ROI_BOX_HEAD.NUM_CLASSES"] = int(cls.shape[0])
+    mask_convs = [int(state[k].shape[0]) for k in sorted(
+        (k for k in state if re.fullmatch(r"roi_heads\.mask\.feature_extractor\.mask_fcn\d+\.weight", k)),
+        key=lambda k: int(re.search(r"mask_fcn(\d+)", k)[1]))]
+    if cls is not None or fc6 is not None:
+        cfg["MODEL.MASK_ON"] = bool(mask_convs)
+    if mask_convs:
+        cfg["MODEL.ROI_MASK_HEAD.CONV_LAYERS"] = mask_convs
+    return cfg
+

@@ -1,0 +1,140 @@
+"""detectron2 weights: training checkpoints (``.pth``, ``{"model": ...}``) and model-zoo ``.pkl``
+files (``{"model": {name: numpy array}, "__author__": ...}``).
+
+Differences handled here:
+
+* names: ``backbone.bottom_up.{stem,res2..res5}``, ``backbone.fpn_lateral{2..5}`` /
+  ``fpn_output{2..5}``, ``proposal_generator.rpn_head.{conv,objectness_logits,anchor_deltas}``,
+  ``roi_heads.box_head.{fc1,fc2}``, ``roi_heads.mask_head.{mask_fcn*,deconv,predictor}``;
+* class layout: detectron2 puts background LAST in ``cls_score`` and has no background entry in
+  ``bbox_pred`` (K * 4 rows) or the mask predictor (K channels); ours has background first and
+  class-specific entries for it. Scores are rotated, and zero rows are added for the background
+  (never read at inference). Class-agnostic box / mask predictors are tiled per class;
+* frozen BN: detectron2's FrozenBatchNorm2d (version 3) adds the same eps as ours, so BN
+  tensors are copied; layers with only weight / bias get running stats 0 / 1, as detectron2 does.
+
+The input convention is BGR 0..255 with detectron2's mean (unless the file stores
+``pixel_mean`` / ``pixel_std``), stride in the 1x1 conv for MSRA ResNets, and ROIAlign with
+half-pixel alignment (``POOLER_ALIGNED True``).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch
+
+from .common import (ANCHORS, BGR_255, BN_COUNTER, CLASSIFIER, RGB_01, add_background_rows,
+                     apply_rules, background_last_to_first, compile_rules, fill_default_bn_stats,
+                     infer_architecture)
+from .report import ConversionReport
+
+__all__ = ["convert_detectron2"]
+
+_BODY = r"(?:backbone\.bottom_up\.)?"
+
+
+def _block(m) -> str:
+    return f"backbone.body.layer{int(m[1]) - 1}.{m[2]}."
+
+
+_RULES = compile_rules([
+    (_BODY + r"stem\.conv1\.weight", "backbone.body.conv1.weight"),
+    (_BODY + r"stem\.conv1\.norm\.(\w+)", r"backbone.body.bn1.\1"),
+    (_BODY + r"res([2-5])\.(\d+)\.conv(\d)\.weight", lambda m: _block(m) + f"conv{m[3]}.weight"),
+    (_BODY + r"res([2-5])\.(\d+)\.conv(\d)\.norm\.(\w+)", lambda m: _block(m) + f"bn{m[3]}.{m[4]}"),
+    (_BODY + r"res([2-5])\.(\d+)\.shortcut\.weight", lambda m: _block(m) + "downsample.0.weight"),
+    (_BODY + r"res([2-5])\.(\d+)\.shortcut\.norm\.(\w+)", lambda m: _block(m) + f"downsample.1.{m[3]}"),
+    (r"backbone\.fpn_lateral([2-5])\.(weight|bias)",
+     lambda m: f"backbone.fpn.inner_blocks.{int(m[1]) - 2}.0.{m[2]}"),
+    (r"backbone\.fpn_lateral([2-5])\.norm\.(weight|bias)",
+     lambda m: f"backbone.fpn.inner_blocks.{int(m[1]) - 2}.1.{m[2]}"),
+    (r"backbone\.fpn_output([2-5])\.(weight|bias)",
+     lambda m: f"backbone.fpn.layer_blocks.{int(m[1]) - 2}.0.{m[2]}"),
+    (r"backbone\.fpn_output([2-5])\.norm\.(weight|bias)",
+     lambda m: f"backbone.fpn.layer_blocks.{int(m[1]) - 2}.1.{m[2]}"),
+    (r"proposal_generator\.rpn_head\.conv\.(weight|bias)", r"rpn.head.conv.\1"),
+    (r"proposal_generator\.rpn_head\.objectness_logits\.(weight|bias)", r"rpn.head.cls_logits.\1"),
+    (r"proposal_generator\.rpn_head\.anchor_deltas\.(weight|bias)", r"rpn.head.bbox_pred.\1"),
+    (r"roi_heads\.box_head\.fc1\.(weight|bias)", r"roi_heads.box.feature_extractor.fc6.\1"),
+    (r"roi_heads\.box_head\.fc2\.(weight|bias)", r"roi_heads.box.feature_extractor.fc7.\1"),
+    (r"roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)", r"roi_heads.box.predictor.\1.\2"),
+    (r"roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)", r"roi_heads.mask.feature_extractor.mask_fcn\1.\2"),
+    (r"roi_heads\.mask_head\.deconv\.(weight|bias)", r"roi_heads.mask.predictor.conv5_mask.\1"),
+    (r"roi_heads\.mask_head\.predictor\.(weight|bias)", r"roi_heads.mask.predictor.mask_fcn_logits.\1"),
+])
+_SKIPS = [
+    (r"num_batches_tracked$", BN_COUNTER),
+    (r"anchor_generator\.", ANCHORS),
+    (r"^pixel_(mean|std)$", "input normalisation (see the recommended config)"),
+    (r"^(linear|fc|fc1000)\.", CLASSIFIER),
+]
+# detectron2's defaults (configs/defaults.py), BGR 0..255.
+_D2_MEAN = [103.530, 116.280, 123.675]
+_RESNEXT_STD = [57.375, 57.120, 58.395]
+
+
+def _fix_class_layout(out: "OrderedDict[str, torch.Tensor]", report: ConversionReport) -> None:
+    cls_w = out.get("roi_heads.box.predictor.cls_score.weight")
+    if cls_w is None:
+        return
+    num_classes = int(cls_w.shape[0])  # K + 1, background last
+    for leaf in ("weight", "bias"):
+        name = f"roi_heads.box.predictor.cls_score.{leaf}"
+        if name in out:
+            out[name] = background_last_to_first(out[name])
+            report.annotate(name, "background moved from last to first")
+        for head, rows in (("box.predictor.bbox_pred", 4), ("mask.predictor.mask_fcn_logits", 1)):
+            name = f"roi_heads.{head}.{leaf}"
+            if name in out:
+                agnostic = out[name].shape[0] == rows
+                out[name] = add_background_rows(out[name], rows, num_classes)
+                report.annotate(name, "class-agnostic, tiled per class" if agnostic and num_classes > 2
+                                else "zero entry added for background")
+
+
+def _input_config(state: Mapping[str, Any], arch: Dict[str, Any]) -> Dict[str, Any]:
+    torchvision_resnet = "stem.conv1.weight" in state  # convert-torchvision-to-d2.py output
+    resnext = arch.get("MODEL.RESNETS.NUM_GROUPS", 1) > 1
+    cfg = dict(RGB_01 if torchvision_resnet else BGR_255)
+    if not torchvision_resnet:
+        cfg["INPUT.PIXEL_MEAN"] = list(_D2_MEAN)
+        cfg["INPUT.PIXEL_STD"] = list(_RESNEXT_STD) if resnext else [1.0, 1.0, 1.0]
+        cfg["MODEL.RESNETS.STRIDE_IN_1X1"] = not resnext
+    mean, std = state.get("pixel_mean"), state.get("pixel_std")
+    if isinstance(mean, torch.Tensor) and mean.numel() == 3:
+        mean = [float(v) for v in mean.flatten()]
+        std = [float(v) for v in std.flatten()] if isinstance(std, torch.Tensor) else [1.0] * 3
+        if mean[0] > mean[2]:  # RGB order (R's mean is the largest): torchvision-style input
+            cfg.update({"INPUT.TO_BGR255": False, "INPUT.PIXEL_MEAN": [m / 255 for m in mean],
+                        "INPUT.PIXEL_STD": [s / 255 for s in std]})
+        else:
+            cfg.update({"INPUT.TO_BGR255": True, "INPUT.PIXEL_MEAN": mean, "INPUT.PIXEL_STD": std})
+    cfg["MODEL.ROI_BOX_HEAD.POOLER_ALIGNED"] = True
+    cfg["MODEL.ROI_MASK_HEAD.POOLER_ALIGNED"] = True
+    return cfg
+
+
+def convert_detectron2(state: Mapping[str, Any], model_state: Optional[Mapping[str, Any]] = None
+                       ) -> Tuple["OrderedDict[str, torch.Tensor]", ConversionReport]:
+    """detectron2 R-*-FPN Faster / Mask R-CNN (or backbone) weights -> our names and class layout.
+
+    Args:
+        state: detectron2 names -> tensors (``module.`` already stripped).
+        model_state: the target model's state dict; frozen BN layers get default running
+            stats only where it has them.
+
+    Returns:
+        ``(our state dict, report)``.
+    """
+    report = ConversionReport(source="detectron2")
+    out = apply_rules(state, _RULES, _SKIPS, report)
+    _fix_class_layout(out, report)
+    fill_default_bn_stats(out, report, model_state)
+    arch = infer_architecture(out)
+    report.recommended_config = {**_input_config(state, arch), **arch}
+    if "roi_heads.box.predictor.cls_score.weight" in out:
+        report.notes.append("detectron2 scores have background last; reordered to background first")
+    report.notes.append("anchors here are torchvision's (rounded sizes); detectron2's are not "
+                        "rounded, so proposals can differ slightly")
+    return out, report

@@ -1,0 +1,94 @@
+"""torchvision weights: ``maskrcnn_resnet50_fpn`` / ``fasterrcnn_resnet50_fpn`` state dicts (current
+and legacy names) and ImageNet ResNets.
+
+torchvision's detection models and ours share the ResNet names, the FrozenBN epsilon (1e-5),
+RGB input in 0..1 normalised with the ImageNet mean / std, the stride in the 3x3 conv, and
+ROIAlign without half-pixel alignment; only module paths differ. The published COCO file
+(``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``) predates torchvision's version-2 names and uses
+``rpn.head.conv.weight``, ``backbone.fpn.inner_blocks.0.weight`` and
+``roi_heads.mask_head.mask_fcn1.weight`` (see the ``_load_from_state_dict`` upgrades in
+torchvision's ``rpn.py``, ``feature_pyramid_network.py`` and ``mask_rcnn.py``).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Mapping, Optional, Tuple
+
+import torch
+
+from .common import (BN_COUNTER, CLASSIFIER, RGB_01, apply_rules, compile_rules, infer_architecture)
+from .report import ConversionReport
+
+__all__ = ["convert_torchvision", "convert_torchvision_resnet", "is_torchvision_v2"]
+
+_DETECTION_RULES = compile_rules([
+    (r"backbone\.body\.(.+)", r"backbone.body.\1"),
+    (r"backbone\.fpn\.(inner|layer)_blocks\.(\d+)\.(?:0\.)?(weight|bias)", r"backbone.fpn.\1_blocks.\2.0.\3"),
+    (r"rpn\.head\.conv\.(?:0\.0\.)?(weight|bias)", r"rpn.head.conv.\1"),
+    (r"rpn\.head\.(cls_logits|bbox_pred)\.(weight|bias)", r"rpn.head.\1.\2"),
+    (r"roi_heads\.box_head\.(fc6|fc7)\.(weight|bias)", r"roi_heads.box.feature_extractor.\1.\2"),
+    (r"roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)", r"roi_heads.box.predictor.\1.\2"),
+    (r"roi_heads\.mask_head\.(\d+)\.0\.(weight|bias)",
+     lambda m: f"roi_heads.mask.feature_extractor.mask_fcn{int(m[1]) + 1}.{m[2]}"),
+    (r"roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)", r"roi_heads.mask.feature_extractor.mask_fcn\1.\2"),
+    (r"roi_heads\.mask_predictor\.(conv5_mask|mask_fcn_logits)\.(weight|bias)", r"roi_heads.mask.predictor.\1.\2"),
+])
+_DETECTION_SKIPS = [(r"num_batches_tracked$", BN_COUNTER)]
+
+_RESNET_RULES = compile_rules([(r"(conv1\..+|bn1\..+|layer\d\..+)", r"backbone.body.\1")])
+_RESNET_SKIPS = [(r"num_batches_tracked$", BN_COUNTER), (r"^fc\.", CLASSIFIER)]
+
+
+def is_torchvision_v2(state: Mapping[str, Any]) -> bool:
+    """True for ``maskrcnn_resnet50_fpn_v2`` / ``fasterrcnn_resnet50_fpn_v2`` state dicts
+    (BN inside the FPN, a 4-conv-1-fc box head), which this project's model cannot hold."""
+    return "backbone.fpn.inner_blocks.0.1.weight" in state or "roi_heads.box_head.0.0.weight" in state
+
+
+def convert_torchvision(state: Mapping[str, Any], model_state: Optional[Mapping[str, Any]] = None
+                        ) -> Tuple["OrderedDict[str, torch.Tensor]", ConversionReport]:
+    """torchvision ``maskrcnn_resnet50_fpn`` / ``fasterrcnn_resnet50_fpn`` -> our names.
+
+    Tensors are copied unchanged (same class layout: background at index 0, class-specific
+    boxes and masks including background).
+
+    Args:
+        state: torchvision's state dict (current or legacy names, ``module.`` already stripped).
+        model_state: unused here (the caller compares against it).
+
+    Returns:
+        ``(our state dict, report)``.
+
+    Raises:
+        ValueError: a ``*_v2`` model, whose layers have no counterpart here.
+    """
+    if is_torchvision_v2(state):
+        raise ValueError("torchvision's *_resnet50_fpn_v2 models (BN in the FPN, 4conv1fc box head) "
+                         "have layers this project's model does not have; use the v1 weights")
+    report = ConversionReport(source="torchvision")
+    out = apply_rules(state, _DETECTION_RULES, _DETECTION_SKIPS, report)
+    report.recommended_config = {**RGB_01, **infer_architecture(out)}
+    cls = out.get("roi_heads.box.predictor.cls_score.weight")
+    if cls is not None and cls.shape[0] == 91:
+        report.notes.append(
+            "91 class outputs: torchvision's COCO weights index classes by COCO category id "
+            "(1..90, unused ids included), not by a contiguous 1..80 mapping")
+    return out, report
+
+
+def convert_torchvision_resnet(state: Mapping[str, Any], model_state: Optional[Mapping[str, Any]] = None
+                               ) -> Tuple["OrderedDict[str, torch.Tensor]", ConversionReport]:
+    """torchvision ImageNet ResNet / ResNeXt (``conv1``, ``bn1``, ``layer1..4``, ``fc``) ->
+    ``backbone.body.*``; the classifier is dropped.
+
+    Args:
+        state: e.g. ``torchvision.models.resnet50().state_dict()``.
+        model_state: unused here (the caller compares against it).
+
+    Returns:
+        ``(our state dict, report)``.
+    """
+    report = ConversionReport(source="torchvision-resnet")
+    out = apply_rules(state, _RESNET_RULES, _RESNET_SKIPS, report)
+    report.recommended_config = {**RGB_01, **infer_architecture(out)}
+    return out, report
