@@ -26,6 +26,8 @@ from .utils.checkpoint import Checkpointer
 
 def _checkpoint_categories(weights: str) -> Optional[List[dict]]:
     """Categories saved by the trainer ([{"id", "name"}], contiguous order), if the file has them."""
+    if os.fspath(weights).endswith(".pkl"):
+        return None  # Detectron / detectron2 pickles (converted on load) carry none of ours
     state = torch.load(weights, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("categories"), list):
         return state["categories"]

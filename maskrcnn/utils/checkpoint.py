@@ -26,6 +26,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from .convert.report import collapse_names
+
 __all__ = ["Checkpointer", "CheckpointError", "load_model_state", "read_checkpoint", "atomic_write",
            "unwrap_model", "LAST_CHECKPOINT_FILE"]
 
@@ -83,29 +85,6 @@ def atomic_write(path: str, write_fn: Callable[[Any], None]) -> None:
             os.close(dfd)
     except OSError:
         pass
-
-
-def _collapse(names: list[str], max_lines: int = 30) -> list[str]:
-    """Groups parameter names sharing a parent module into ``prefix.{a, b}`` lines."""
-    groups: "OrderedDict[str, list[str]]" = OrderedDict()
-    for n in names:
-        parent, _, leaf = n.rpartition(".")
-        groups.setdefault(parent, []).append(leaf)
-    lines = []
-    for parent, leaves in groups.items():
-        if not parent:
-            lines.extend(leaves)
-        elif len(leaves) == 1:
-            lines.append(f"{parent}.{leaves[0]}")
-        else:
-            lines.append(f"{parent}.{{{', '.join(leaves)}}}")
-    if len(lines) <= max_lines:
-        return lines
-    coarse: "OrderedDict[str, int]" = OrderedDict()
-    for n in names:
-        key = ".".join(n.split(".")[:2])
-        coarse[key] = coarse.get(key, 0) + 1
-    return [f"{k}.* ({c} tensors)" if c > 1 else k for k, c in coarse.items()]
 
 
 def load_model_state(
@@ -171,10 +150,10 @@ def load_model_state(
         lines += [f"  {n}: {tuple(fs)} -> {tuple(ms)}" for n, fs, ms in skipped]
     if missing:
         lines.append(f"missing from file ({len(missing)}), left as initialised:")
-        lines += [f"  {n}" for n in _collapse(missing)]
+        lines += [f"  {n}" for n in collapse_names(missing)]
     if unexpected:
         lines.append(f"unexpected in file ({len(unexpected)}), ignored:")
-        lines += [f"  {n}" for n in _collapse(unexpected)]
+        lines += [f"  {n}" for n in collapse_names(unexpected)]
     level = logging.WARNING if (skipped or missing or unexpected) else logging.INFO
     logger.log(level, "\n".join(lines))
     return report
@@ -346,7 +325,7 @@ class Checkpointer:
         if model_only:
             self._load_model_weights(path)
             return {}
-        return self._apply(read_checkpoint(path), path, model_only)
+        return self._apply(read_checkpoint(path), path)
 
     def _load_model_weights(self, path: str) -> None:
         """Model weights of any supported framework, converted to this project's names.
@@ -378,14 +357,8 @@ class Checkpointer:
         if any(k in extras for k in ("optimizer", "scheduler", "iteration")):
             self.logger.info("loaded model weights only; optimizer, scheduler and iteration start fresh")
 
-    def _apply(self, data: dict[str, Any], path: str, model_only: bool) -> dict[str, Any]:
+    def _apply(self, data: dict[str, Any], path: str) -> dict[str, Any]:
         load_model_state(self.model, data.pop("model"), self.logger)
-        if model_only:
-            if any(k in data for k in ("optimizer", "scheduler", "iteration")):
-                self.logger.info(
-                    "loaded model weights only; optimizer, scheduler and iteration start fresh"
-                )
-            return {}
         if "optimizer" in data:
             state = data.pop("optimizer")
             if self.optimizer is not None:
@@ -454,7 +427,7 @@ class Checkpointer:
             data = read_checkpoint(path)
         except (OSError, CheckpointError) as e:
             raise CheckpointError(self._resume_failure(path, e)) from e
-        return self._apply(data, path, model_only=False)
+        return self._apply(data, path)
 
     def _remove_interrupted_saves(self) -> None:
         """Deletes temporary files that a killed save left behind (``.model_*.pth.*.tmp``)."""
