@@ -35,13 +35,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "tests")))  # peers.py
 
 from maskrcnn.config import get_cfg  # noqa: E402
 from maskrcnn.predictor import Predictor  # noqa: E402
 from maskrcnn.structures.bounding_box import BoxList  # noqa: E402
 from maskrcnn.structures.segmentation_mask import InstanceMasks  # noqa: E402
-from maskrcnn.utils.convert import convert_state_dict  # noqa: E402
-from maskrcnn.utils.peers import make_confident, smooth_images, torchvision_maskrcnn  # noqa: E402
+from maskrcnn.checkpoint.convert import convert_state_dict  # noqa: E402
+from peers import make_confident, smooth_images, torchvision_maskrcnn  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "torchvision", "maskrcnn_resnet50_fpn.yaml")
 SIZE = (800, 1333)

@@ -21,7 +21,7 @@ from .data.image_io import read_image_rgb
 from .data.transforms import ResizeShortestEdge
 from .layers.mask_ops import paste_masks_in_image
 from .modeling import build_model
-from .utils.checkpoint import Checkpointer
+from .checkpoint import Checkpointer
 
 
 def _checkpoint_categories(weights: str) -> Optional[List[dict]]:

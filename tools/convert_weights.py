@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from maskrcnn.utils.convert import FORMATS, UnsafePickleError  # noqa: E402
-from maskrcnn.utils.convert.tool import convert_weights_file  # noqa: E402
+from maskrcnn.checkpoint.convert import FORMATS, UnsafePickleError  # noqa: E402
+from maskrcnn.checkpoint.convert.tool import convert_weights_file  # noqa: E402
 
 
 def main(argv=None) -> int:

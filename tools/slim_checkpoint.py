@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from maskrcnn.utils.checkpoint import atomic_write, read_checkpoint  # noqa: E402
+from maskrcnn.checkpoint import atomic_write, read_checkpoint  # noqa: E402
 
 
 def slim_state(path: str, half: bool = False) -> Dict[str, object]:

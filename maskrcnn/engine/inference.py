@@ -11,7 +11,7 @@ from torch import nn
 
 from ..structures.bounding_box import BoxList
 from ..utils.comm import all_gather, get_world_size, is_main_process, synchronize
-from ..utils.checkpoint import unwrap_model
+from ..checkpoint import unwrap_model
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from ..config import CfgNode, resolve_num_classes
 from ..data.build import build_test_loaders, build_train_dataset, build_train_loader, dataset_categories
 from ..modeling import build_model
 from ..solver import make_lr_scheduler, make_optimizer
-from ..utils.checkpoint import Checkpointer
+from ..checkpoint import Checkpointer
 from ..utils.comm import gather_to_main, get_rank, get_world_size, is_main_process, synchronize
 from ..utils.events import TensorboardWriter
 from .inference import evaluate

@@ -9,7 +9,7 @@ from typing import Callable, Dict, Iterable, Optional
 import torch
 from torch import nn
 
-from ..utils.checkpoint import Checkpointer
+from ..checkpoint import Checkpointer
 from ..utils.comm import reduce_dict, synchronize
 from ..utils.metric_logger import MetricLogger, eta_string
 

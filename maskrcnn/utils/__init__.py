@@ -1,9 +1,8 @@
-"""Utilities: distributed helpers, logging, metrics, events and checkpoints.
+"""Utilities: distributed helpers, logging, metrics and events.
 
 TensorBoard is only imported when :class:`TensorboardWriter` is instantiated.
 """
 
-from .checkpoint import Checkpointer, load_model_state, unwrap_model
 from .comm import (
     all_gather,
     gather_to_main,
@@ -21,9 +20,6 @@ from .logger import setup_logger
 from .metric_logger import MetricLogger, SmoothedValue, eta_string
 
 __all__ = [
-    "Checkpointer",
-    "load_model_state",
-    "unwrap_model",
     "all_gather",
     "gather_to_main",
     "get_local_rank",

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from maskrcnn.utils.checkpoint import Checkpointer, read_checkpoint
+from maskrcnn.checkpoint import Checkpointer, read_checkpoint
 from test_train_net import ROOT, TOOLS, free_port, tiny_yaml
 
 TIMEOUT_S = 20

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from maskrcnn.utils.checkpoint import Checkpointer, CheckpointError, read_checkpoint
+from maskrcnn.checkpoint import Checkpointer, CheckpointError, read_checkpoint
 from test_train_net import ROOT, TOOLS, tiny_yaml
 
 TRAIN = os.path.join(TOOLS, "train_net.py")
@@ -135,7 +135,7 @@ def test_sigkilled_and_resumed_run_ends_bit_identical(reference, tmp_path, worke
 CHILD = """
 import sys, torch
 sys.path.insert(0, {root!r})
-from maskrcnn.utils.checkpoint import Checkpointer
+from maskrcnn.checkpoint import Checkpointer
 model = torch.nn.Linear(2048, 2048)  # 16 MiB per file
 ckpt = Checkpointer(model, save_dir=sys.argv[1])
 for i in range(1, 200):

@@ -28,8 +28,8 @@ from maskrcnn.data.transforms import ResizeShortestEdge
 from maskrcnn.layers.mask_ops import paste_masks_in_image
 from maskrcnn.modeling import build_model
 from maskrcnn.predictor import Predictor
-from maskrcnn.utils.convert import convert_state_dict
-from maskrcnn.utils.peers import make_confident, smooth_images, torchvision_maskrcnn
+from maskrcnn.checkpoint.convert import convert_state_dict
+from peers import make_confident, smooth_images, torchvision_maskrcnn
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIG = os.path.join(ROOT, "configs", "torchvision", "maskrcnn_resnet50_fpn.yaml")

@@ -25,10 +25,10 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 
 from maskrcnn.config import get_cfg
 from maskrcnn.modeling.build import build_model
-from maskrcnn.utils.checkpoint import load_model_state
-from maskrcnn.utils.convert import (BN_EPS, UnsafePickleError, convert_state_dict, detect_format,
+from maskrcnn.checkpoint import load_model_state
+from maskrcnn.checkpoint.convert import (BN_EPS, UnsafePickleError, convert_state_dict, detect_format,
                                     load_weights_file)
-from maskrcnn.utils.convert.tool import convert_weights_file
+from maskrcnn.checkpoint.convert.tool import convert_weights_file
 from peer_weights import (Filler, Py2Pickler, caffe2_blobs, detectron2_state, mb_state, randomise,
                           to_legacy_torchvision_names)
 

@@ -1,4 +1,4 @@
-"""Tests for maskrcnn.utils.checkpoint."""
+"""Tests for maskrcnn.checkpoint."""
 
 import logging
 import os
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from maskrcnn.utils.checkpoint import CheckpointError, Checkpointer, load_model_state
+from maskrcnn.checkpoint import CheckpointError, Checkpointer, load_model_state
 
 
 @pytest.fixture(autouse=True)

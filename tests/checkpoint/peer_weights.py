@@ -1,5 +1,5 @@
 """Peer weight files for the converter tests: each framework's exact tensor names and R-50-FPN
-shapes, written out from the architecture (independently of maskrcnn.utils.convert), with
+shapes, written out from the architecture (independently of maskrcnn.checkpoint.convert), with
 seeded random values."""
 import pickle
 import re

@@ -8,8 +8,8 @@ import torchvision
 
 from conftest import tiny_cfg
 from maskrcnn.modeling import build_model
-from maskrcnn.utils.checkpoint import Checkpointer
-from maskrcnn.utils.model_zoo import resolve_weights, torchvision_weights_url
+from maskrcnn.checkpoint import Checkpointer
+from maskrcnn.checkpoint.model_zoo import resolve_weights, torchvision_weights_url
 
 
 def test_torchvision_resnet_weights_from_cache_load_into_backbone(tmp_path, monkeypatch):
@@ -57,7 +57,7 @@ def test_uncached_download_failure_says_where_to_put_the_file(tmp_path, monkeypa
 @pytest.mark.parametrize("name,file_prefix", [("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_coco-"),
                                               ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_coco-")])
 def test_torchvision_coco_detectors_resolve_from_cache(tmp_path, monkeypatch, name, file_prefix):
-    from maskrcnn.utils.convert import load_weights_file
+    from maskrcnn.checkpoint.convert import load_weights_file
 
     hub = tmp_path / "hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from maskrcnn.utils.checkpoint import Checkpointer
+from maskrcnn.checkpoint import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, "tools", "slim_checkpoint.py")

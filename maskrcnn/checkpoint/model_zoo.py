@@ -3,7 +3,7 @@
 ``torchvision://resnet50`` and ``torchvision://resnet101`` are torchvision's ImageNet
 weights (``IMAGENET1K_V1``, the ones detection recipes start from);
 ``torchvision://maskrcnn_resnet50_fpn`` and ``torchvision://fasterrcnn_resnet50_fpn`` are its
-COCO detectors (``COCO_V1``; load them through ``maskrcnn.utils.convert.load_weights_file``,
+COCO detectors (``COCO_V1``; load them through ``maskrcnn.checkpoint.convert.load_weights_file``,
 which renames them). The file is looked up in ``torch.hub.get_dir()/checkpoints`` first; only
 when it is not there is a download attempted, and a failure says where to put the file by hand.
 """

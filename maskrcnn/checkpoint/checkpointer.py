@@ -332,7 +332,7 @@ class Checkpointer:
 
         A file whose names are the model's (this project's checkpoints) loads as it is;
         otherwise torchvision, detectron2, maskrcnn-benchmark and Detectron/Caffe2 files are
-        recognised and converted (``maskrcnn.utils.convert``). Nothing is unpickled that
+        recognised and converted (``maskrcnn.checkpoint.convert``). Nothing is unpickled that
         could execute code (``torch.load(weights_only=True)`` or a numpy-only unpickler).
         """
         from .convert import convert_state_dict, detect_format, read_weights_file, unwrap
