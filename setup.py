@@ -15,7 +15,8 @@ Otherwise the package installs and runs with its pure-PyTorch paths. To build it
 (``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures; without a GPU on the build machine it
 must be given. ``MAX_JOBS`` limits parallel compile jobs.) ``csrc/compile_check.py`` builds
 the same extension into a temporary folder, which is what ``.ci/run`` does when ``nvcc`` is
-present.
+present. Without nvcc, the tests still compile the extension's CPU half with the C++ compiler
+(``tests/layers/conftest.py``; ``ninja`` comes with the ``test`` extra).
 """
 import os
 import shutil
@@ -96,7 +97,8 @@ setup(
         "tensorboard>=2.14,<3",
         "pillow>=9.0",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # ninja: tests/layers compiles the CPU twin of the CUDA kernel (torch.utils.cpp_extension)
+    extras_require={"test": ["pytest>=7", "ninja"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -4,8 +4,8 @@
 
 Both models hold the same seeded random weights (torchvision's ``maskrcnn_resnet50_fpn`` as
 built with pretrained weights: frozen BatchNorm, stem and stage 2 frozen; adjusted by
-``maskrcnn.utils.peers.make_confident`` so that it detects things), converted for this
-project with ``tools/convert_weights.py``'s code and run under
+``tests/peers.py``'s ``make_confident`` so that it detects things), converted for this
+project with ``maskrcnn.checkpoint.convert`` and run under
 ``configs/torchvision/maskrcnn_resnet50_fpn.yaml``. Images are 800x1333.
 
 * inference: one image per call, as a user calls each model: this project's ``Predictor``
@@ -37,7 +37,6 @@ import torch
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "tests")))  # peers.py
 
-from maskrcnn.config import get_cfg  # noqa: E402
 from maskrcnn.predictor import Predictor  # noqa: E402
 from maskrcnn.structures.bounding_box import BoxList  # noqa: E402
 from maskrcnn.structures.segmentation_mask import InstanceMasks  # noqa: E402
@@ -54,10 +53,7 @@ def build(weights_path: str):
     if not os.path.isfile(weights_path):
         state, _ = convert_state_dict(tv.state_dict(), "torchvision")
         torch.save({"model": state}, weights_path)
-    cfg = get_cfg()
-    cfg.merge_from_file(CONFIG)
-    cfg.merge_from_list(["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu"])
-    return tv, Predictor(cfg, weights_path)
+    return tv, Predictor.from_config(CONFIG, weights_path, opts=["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu"])
 
 
 def polygons(seed: int, n: int = 5):

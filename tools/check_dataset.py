@@ -9,7 +9,8 @@ decoded, which also finds truncated files). Prints one summary line per dataset,
 error, repair and conversion with its annotation / image id and file. Training runs the
 same checks (at DATASETS.CHECK, header-only by default) and refuses to start on errors.
 
-Exit status: 0 when every dataset is clean or only repaired / converted, 1 on errors.
+Exit status: 0 when every dataset is clean or only repaired / converted, 1 on errors; a config
+or command-line mistake is one message with status 2 (README: "When something is wrong").
 """
 import argparse
 import os
@@ -23,6 +24,7 @@ from maskrcnn.config import load_cfg  # noqa: E402
 from maskrcnn.data.datasets.catalog import resolve_dataset  # noqa: E402
 from maskrcnn.data.datasets.check import check_dataset  # noqa: E402
 from maskrcnn.data.datasets.report import CONVERTED, ERROR, REPAIRED  # noqa: E402
+from maskrcnn.utils.errors import main_guard  # noqa: E402
 
 _CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*\.[A-Za-z0-9_.]+$")  # e.g. DATASETS.CATALOG.x.ANN_FILE
 
@@ -87,4 +89,4 @@ def main(argv: List[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main_guard(lambda: main(sys.argv[1:]))

@@ -4,7 +4,7 @@
     python tools/demo.py --config-file configs/quickstart.yaml \
         --weights output/quickstart/model_final.pth --input a.jpg b.png --output demo_out/
 
-Writes one PNG per input with masks, boxes, class names and scores.
+Writes one PNG per input with masks, boxes, class names and scores (maskrcnn/utils/visualizer.py).
 """
 import argparse
 import os
@@ -13,26 +13,30 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from torchvision.io import write_png  # noqa: E402
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks  # noqa: E402
 
 from maskrcnn import Predictor  # noqa: E402
 from maskrcnn.data.image_io import read_image_rgb  # noqa: E402
+from maskrcnn.utils.errors import DataError, UserError, main_guard  # noqa: E402
+from maskrcnn.utils.logger import setup_logger  # noqa: E402
+from maskrcnn.utils.visualizer import draw_predictions, save_png  # noqa: E402
 
 
 def render(predictor: Predictor, path: str, threshold: float) -> torch.Tensor:
-    """The image at ``path`` with the predictions scoring >= threshold drawn on it, (3, H, W) uint8."""
-    image = read_image_rgb(path)
+    """The image at ``path`` with the predictions scoring >= threshold drawn on it, (3, H, W) uint8.
+
+    Drawn by :mod:`maskrcnn.utils.visualizer`: masks, boxes, ``"name score"`` labels in the
+    colour of each class; an image without such predictions says so (and so does the log).
+    """
+    try:
+        image = read_image_rgb(path)
+    except UserError:  # a missing file
+        raise
+    except ValueError as e:  # not an image
+        raise DataError(f"--input {e}") from e
     out = predictor(image)
-    keep = out["scores"] >= threshold
-    canvas = torch.from_numpy(image).permute(2, 0, 1).contiguous()
-    if "masks" in out and keep.any():
-        canvas = draw_segmentation_masks(canvas, out["masks"][keep], alpha=0.5)
-    labels = [f"{predictor.label_name(int(c))} {float(s):.2f}"
-              for c, s in zip(out["labels"][keep], out["scores"][keep])]
-    if keep.any():
-        canvas = draw_bounding_boxes(canvas, out["boxes"][keep], labels=labels, colors="yellow", width=2)
-    return canvas
+    names = {int(c): predictor.label_name(int(c)) for c in out["labels"].unique()}
+    return draw_predictions(image, out["boxes"], out["labels"], out["scores"], names,
+                            masks=out.get("masks"), score_thr=threshold, image_name=path)
 
 
 def main() -> None:
@@ -44,15 +48,19 @@ def main() -> None:
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE")
     args = parser.parse_args()
+    setup_logger("maskrcnn")  # INFO to stdout: the "no detections" lines among them
     predictor = Predictor.from_config(args.config_file, weights=args.weights,
                                       opts=args.opts + ["MODEL.DEVICE", "cuda" if torch.cuda.is_available() else "cpu"])
-    os.makedirs(args.output, exist_ok=True)
+    try:
+        os.makedirs(args.output, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--output {args.output} cannot be created: {e.strerror or e}") from e
     for path in args.input:
         drawn = render(predictor, path, args.confidence_threshold)
         dst = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
-        write_png(drawn, dst)
+        save_png(drawn, dst)
         print(f"{path} -> {dst}")
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

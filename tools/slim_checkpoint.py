@@ -22,10 +22,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from maskrcnn.checkpoint import atomic_write, read_checkpoint  # noqa: E402
+from maskrcnn.utils.errors import UserError, WeightsError, main_guard  # noqa: E402
 
 
 def slim_state(path: str, half: bool = False) -> Dict[str, object]:
-    """The model tensors (and categories) of checkpoint ``path``, optionally floats as float16."""
+    """The model tensors (and categories) of a checkpoint.
+
+    Args:
+        path: A training checkpoint (read with ``maskrcnn.checkpoint.read_checkpoint``).
+        half: Store floating-point tensors as float16.
+
+    Returns:
+        ``{"model": {name: tensor}}``, plus ``"categories"`` when the checkpoint has them.
+    """
     data = read_checkpoint(path)
     model = {}
     for k, v in data["model"].items():
@@ -39,7 +48,15 @@ def slim_state(path: str, half: bool = False) -> Dict[str, object]:
 
 
 def hashed_name(path: str, digest: str) -> str:
-    """``dir/stem-<first 8 hex digits>.ext``."""
+    """``dir/stem-<first 8 hex digits>.ext``.
+
+    Args:
+        path: The requested output name.
+        digest: The hex sha256 of the content.
+
+    Returns:
+        The name with the hash inserted before the extension (``.pth`` when there is none).
+    """
     stem, ext = os.path.splitext(path)
     return f"{stem}-{digest[:8]}{ext or '.pth'}"
 
@@ -54,12 +71,12 @@ def write_hashed(state: Dict[str, object], out: str) -> Tuple[str, int]:
     torch.save(state, buffer)
     data = buffer.getvalue()
     final = hashed_name(out, hashlib.sha256(data).hexdigest())
-    os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
     atomic_write(final, lambda f: f.write(data))
     return final, len(data)
 
 
 def main() -> None:
+    """Runs the command line; bad input is a UserError naming the file (status 4; 2 for OUT)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", help="checkpoint to slim (e.g. output/model_final.pth)")
     parser.add_argument("output", help="output name; the hash is inserted before the extension")
@@ -67,11 +84,16 @@ def main() -> None:
     args = parser.parse_args()
     try:
         state = slim_state(args.input, args.half)
+    except UserError:  # CheckpointError: missing, corrupt or unsafe
+        raise
     except (OSError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
-    final, size = write_hashed(state, args.output)
+        raise WeightsError(f"{args.input}: {e}") from e
+    try:
+        final, size = write_hashed(state, args.output)
+    except OSError as e:
+        raise UserError(f"cannot write {args.output}: {e.strerror or e}; choose another output name") from e
     print(f"{final} ({size / 2 ** 20:.2f} MiB, {len(state['model'])} tensors)")
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

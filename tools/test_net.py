@@ -12,14 +12,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from maskrcnn.engine.launch import default_argument_parser, setup  # noqa: E402
 from maskrcnn.engine.run import test  # noqa: E402
+from maskrcnn.utils.errors import main_guard  # noqa: E402
 
 
 def main() -> None:
     args = default_argument_parser("Evaluate a Mask R-CNN / Faster R-CNN checkpoint").parse_args()
     cfg = setup(args)
-    cfg.defrost()
     test(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

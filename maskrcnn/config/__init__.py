@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from .cfgnode import CfgNode, ConfigError, ConfigKeyError, ConfigTypeError
-from .defaults import UNSUPPORTED_VALUES, _C
+from .checks import check_supported
+from .defaults import _C
 
 __all__ = ["CfgNode", "ConfigError", "ConfigKeyError", "ConfigTypeError", "get_cfg", "load_cfg", "resolve_num_classes", "check_supported"]
 
@@ -12,21 +13,6 @@ __all__ = ["CfgNode", "ConfigError", "ConfigKeyError", "ConfigTypeError", "get_c
 def get_cfg() -> CfgNode:
     """A new, independent copy of the default configuration."""
     return _C.clone()
-
-
-def check_supported(cfg: CfgNode) -> None:
-    """Keys kept only for maskrcnn-benchmark compatibility must keep their only supported value."""
-    for key, allowed in UNSUPPORTED_VALUES.items():
-        node = cfg
-        for part in key.split("."):
-            node = node[part]
-        if node != allowed:
-            raise ConfigError(f"config key {key} = {node!r} is not supported by this project "
-                              f"(only {allowed!r}); remove it from your config")
-    if cfg.SOLVER.WARMUP_METHOD not in ("linear", "constant"):
-        raise ConfigError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {cfg.SOLVER.WARMUP_METHOD!r}")
-    if list(cfg.SOLVER.STEPS) != sorted(cfg.SOLVER.STEPS):
-        raise ConfigError(f"SOLVER.STEPS must be increasing, got {tuple(cfg.SOLVER.STEPS)}")
 
 
 def load_cfg(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> CfgNode:
@@ -40,15 +26,20 @@ def load_cfg(config_file: Optional[str] = None, opts: Sequence[str] = ()) -> Cfg
     return cfg
 
 
-def resolve_num_classes(cfg: CfgNode, num_categories: int, dataset_name: str = "the training set") -> int:
-    """Check or fill ``MODEL.ROI_BOX_HEAD.NUM_CLASSES`` (background included) from a dataset.
+def resolve_num_classes(cfg: CfgNode, num_categories: int, dataset_name: str = "the training set") -> CfgNode:
+    """The one place where the number of classes is resolved (``MODEL.ROI_BOX_HEAD.NUM_CLASSES``,
+    background included) from a dataset's categories.
 
     Args:
-        cfg: the config; if frozen it is defrosted and frozen again.
+        cfg: the config; it is not modified.
         num_categories: categories of the dataset (background excluded).
+        dataset_name: named in the error message.
 
     Returns:
-        The number of classes, background included.
+        A frozen copy of ``cfg`` whose ``NUM_CLASSES`` is ``num_categories + 1``.
+
+    Raises:
+        ConfigError: ``NUM_CLASSES`` is set (non-zero) to another value.
     """
     wanted = num_categories + 1
     given = cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
@@ -57,9 +48,8 @@ def resolve_num_classes(cfg: CfgNode, num_categories: int, dataset_name: str = "
                 f"{wanted}, or 0 to take it from the data)")
         raise ConfigError(f"MODEL.ROI_BOX_HEAD.NUM_CLASSES is {given} but {dataset_name} has "
                           f"{num_categories} categories, i.e. {wanted} classes with background{hint}")
-    frozen = cfg.is_frozen()
-    cfg.defrost()
-    cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES = wanted
-    if frozen:
-        cfg.freeze()
-    return wanted
+    out = cfg.clone()
+    out.defrost()
+    out.MODEL.ROI_BOX_HEAD.NUM_CLASSES = wanted
+    out.freeze()
+    return out

@@ -3,6 +3,13 @@
 ``CfgNode`` is a ``dict`` with attribute access, freezing, deep cloning, YAML
 (de)serialisation with ``_BASE_`` inheritance and strict, type-checked merging
 from files, other configs and command-line ``KEY VALUE`` lists.
+
+Type coercion follows the default value: ints become floats where the default is a float,
+lists become tuples where it is a tuple (and back), strings that are Python literals are
+parsed where it is not a string, and a bare string given for a tuple of names (a tuple of
+strings, or ``()``, like ``DATASETS.TRAIN``) is a one-element tuple (``""``: empty), as
+maskrcnn-benchmark users write ``TRAIN: "coco_2017_train"``. Anything else is a
+:class:`ConfigTypeError` naming the key.
 """
 
 import ast
@@ -15,17 +22,19 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
 import yaml
 
+from ..utils.errors import UserError
+
 __all__ = ["CfgNode", "ConfigError", "ConfigKeyError", "ConfigTypeError", "ConfigFileError"]
 
 BASE_KEY = "_BASE_"
 _INTERNAL = ("_frozen", "_new_allowed", "_renamed_keys", "_deprecated_keys")
 
 
-class ConfigError(KeyError, ValueError):
-    """Base class of all config errors (both a ``KeyError`` and a ``ValueError``)."""
+class ConfigError(UserError, KeyError, ValueError):
+    """Base class of all config errors (a ``UserError`` with exit status 2, and both a ``KeyError``
+    and a ``ValueError``); the message names the key and what to use instead."""
 
-    def __str__(self) -> str:  # KeyError would otherwise quote the message
-        return str(self.args[0]) if self.args else ""
+    kind = "configuration error"
 
 
 class ConfigKeyError(ConfigError):
@@ -59,6 +68,12 @@ def _decode_value(value: Any) -> Any:
         return ast.literal_eval(value)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return value
+
+
+def _holds_names(default: Any) -> bool:
+    """Whether a default is a tuple of names (strings; ``()`` counts, e.g. ``DATASETS.TRAIN``),
+    for which a bare string given in a file or on the command line means a one-element tuple."""
+    return isinstance(default, tuple) and all(isinstance(v, str) for v in default)
 
 
 def _to_plain(value: Any) -> Any:
@@ -390,6 +405,8 @@ class CfgNode(dict):
         elif isinstance(old, (list, tuple)):
             if isinstance(value, (list, tuple)):
                 return _convert_seq(value, type(old))
+            if isinstance(value, str) and _holds_names(old):
+                return (value,) if value else ()  # a bare name, as maskrcnn-benchmark configs write
             ok = False
         else:
             ok = isinstance(value, type(old)) and not isinstance(value, Mapping)

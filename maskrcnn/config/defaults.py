@@ -2,7 +2,8 @@
 
 Key layout follows maskrcnn-benchmark wherever the concept exists, so its YAML
 files and command lines carry over. Keys that only exist there for code paths
-this project does not have are accepted and ignored (listed at the bottom).
+this project does not have are accepted at their default value only (listed at the
+bottom, with what to use instead); value ranges and choices are in checks.py.
 
 Number of classes: ``MODEL.ROI_BOX_HEAD.NUM_CLASSES`` COUNTS THE BACKGROUND, as
 in maskrcnn-benchmark (COCO: 80 categories -> 81). The default ``0`` means
@@ -67,8 +68,8 @@ _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.NUM_GROUPS = 1  # ResNeXt cardinality
 _C.MODEL.RESNETS.WIDTH_PER_GROUP = 64  # bottleneck width of stage 2 per group
 _C.MODEL.RESNETS.STRIDE_IN_1X1 = False  # True: MSRA/Caffe2 (stride in the 1x1); False: torchvision
-_C.MODEL.RESNETS.TRANS_FUNC = "BottleneckWithFixedBatchNorm"  # accepted for compatibility; see NORM
-_C.MODEL.RESNETS.STEM_FUNC = "StemWithFixedBatchNorm"  # accepted for compatibility; see NORM
+_C.MODEL.RESNETS.TRANS_FUNC = "BottleneckWithFixedBatchNorm"  # only checked: "BottleneckWithGN" needs NORM "GN" (NORM builds the norm)
+_C.MODEL.RESNETS.STEM_FUNC = "StemWithFixedBatchNorm"  # only checked: "StemWithGN" needs NORM "GN" (NORM builds the norm)
 _C.MODEL.RESNETS.RES5_DILATION = 1  # dilation of the last stage
 _C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64  # channels after the stem
 _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # output channels of stage 2 (doubles each stage)
@@ -76,28 +77,28 @@ _C.MODEL.RESNETS.NORM = "FrozenBN"  # "FrozenBN" (pretrained), "BN" or "GN" (fro
 
 _C.MODEL.FPN = CN()
 _C.MODEL.FPN.USE_GN = False  # GroupNorm in the FPN convolutions
-_C.MODEL.FPN.USE_RELU = False  # accepted for compatibility, must stay False
+_C.MODEL.FPN.USE_RELU = False  # accepted, must stay False
 
 _C.MODEL.GROUP_NORM = CN()
-_C.MODEL.GROUP_NORM.NUM_GROUPS = 32  # groups when a GN norm is used
+_C.MODEL.GROUP_NORM.NUM_GROUPS = 32  # groups of every GN layer (-1: use DIM_PER_GP)
 _C.MODEL.GROUP_NORM.EPSILON = 1e-5  # GroupNorm epsilon
-_C.MODEL.GROUP_NORM.DIM_PER_GP = -1  # accepted for compatibility (NUM_GROUPS is used)
+_C.MODEL.GROUP_NORM.DIM_PER_GP = -1  # channels per group instead (with NUM_GROUPS -1); -1: off
 
 # ---------------------------------------------------------------------------- RPN
 _C.MODEL.RPN = CN()
-_C.MODEL.RPN.USE_FPN = True  # accepted for compatibility; the RPN always runs on FPN levels
+_C.MODEL.RPN.USE_FPN = True  # accepted, must stay True: the RPN always runs on FPN levels
 _C.MODEL.RPN.ANCHOR_SIZES = (32, 64, 128, 256, 512)  # one size per FPN level P2..P6
 _C.MODEL.RPN.ANCHOR_STRIDE = (4, 8, 16, 32, 64)  # stride of each level
 _C.MODEL.RPN.ASPECT_RATIOS = (0.5, 1.0, 2.0)  # height / width of anchors
-_C.MODEL.RPN.STRADDLE_THRESH = 0  # accepted for compatibility (torchvision does not drop anchors)
+_C.MODEL.RPN.STRADDLE_THRESH = -1  # >= 0: the RPN loss ignores anchors crossing the image border by more pixels (maskrcnn-benchmark; its default 0); -1: uses all (torchvision)
 _C.MODEL.RPN.FG_IOU_THRESHOLD = 0.7  # anchor IoU above which it is foreground
 _C.MODEL.RPN.BG_IOU_THRESHOLD = 0.3  # anchor IoU below which it is background
 _C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256  # anchors sampled per image for the loss
 _C.MODEL.RPN.POSITIVE_FRACTION = 0.5  # target fraction of foreground among them
 _C.MODEL.RPN.PRE_NMS_TOP_N_TRAIN = 2000  # proposals kept per level before NMS (train)
 _C.MODEL.RPN.PRE_NMS_TOP_N_TEST = 1000  # ... (test)
-_C.MODEL.RPN.POST_NMS_TOP_N_TRAIN = 2000  # accepted for compatibility (see FPN_POST_NMS_*)
-_C.MODEL.RPN.POST_NMS_TOP_N_TEST = 1000  # accepted for compatibility (see FPN_POST_NMS_*)
+_C.MODEL.RPN.POST_NMS_TOP_N_TRAIN = 2000  # proposals kept per level and image after NMS (train), before FPN_POST_NMS_*
+_C.MODEL.RPN.POST_NMS_TOP_N_TEST = 1000  # ... (test)
 _C.MODEL.RPN.NMS_THRESH = 0.7  # NMS IoU among proposals of one level
 _C.MODEL.RPN.MIN_SIZE = 0  # drop proposals smaller than this (pixels)
 _C.MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN = 2000  # proposals kept PER IMAGE after NMS (train)
@@ -109,7 +110,7 @@ _C.MODEL.RPN.RPN_HEAD = "SingleConvRPNHead"  # the only head
 
 # ---------------------------------------------------------------------------- ROI heads
 _C.MODEL.ROI_HEADS = CN()
-_C.MODEL.ROI_HEADS.USE_FPN = True  # accepted for compatibility
+_C.MODEL.ROI_HEADS.USE_FPN = True  # accepted, must stay True (FPN only)
 _C.MODEL.ROI_HEADS.FG_IOU_THRESHOLD = 0.5  # proposal IoU for foreground
 _C.MODEL.ROI_HEADS.BG_IOU_THRESHOLD = 0.5  # proposal IoU below which it is background
 _C.MODEL.ROI_HEADS.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # box coder weights (dx, dy, dw, dh)
@@ -120,8 +121,8 @@ _C.MODEL.ROI_HEADS.NMS = 0.5  # per-class NMS IoU
 _C.MODEL.ROI_HEADS.DETECTIONS_PER_IMG = 100  # detections kept per image
 
 _C.MODEL.ROI_BOX_HEAD = CN()
-_C.MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR = "FPN2MLPFeatureExtractor"  # the only one
-_C.MODEL.ROI_BOX_HEAD.PREDICTOR = "FPNPredictor"  # the only one
+_C.MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR = "FPN2MLPFeatureExtractor"  # the only one (another name is an error)
+_C.MODEL.ROI_BOX_HEAD.PREDICTOR = "FPNPredictor"  # the only one (another name is an error)
 _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7  # ROIAlign output size
 _C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 2  # ROIAlign samples per bin side (0: adaptive)
 _C.MODEL.ROI_BOX_HEAD.POOLER_SCALES = (0.25, 0.125, 0.0625, 0.03125)  # scales of P2..P5
@@ -133,8 +134,8 @@ _C.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 1.0  # beta of the box regression loss
 _C.MODEL.ROI_BOX_HEAD.LOSS_WEIGHT = 1.0  # multiplies both box head losses
 
 _C.MODEL.ROI_MASK_HEAD = CN()
-_C.MODEL.ROI_MASK_HEAD.FEATURE_EXTRACTOR = "MaskRCNNFPNFeatureExtractor"  # the only one
-_C.MODEL.ROI_MASK_HEAD.PREDICTOR = "MaskRCNNC4Predictor"  # the only one
+_C.MODEL.ROI_MASK_HEAD.FEATURE_EXTRACTOR = "MaskRCNNFPNFeatureExtractor"  # the only one (another name is an error)
+_C.MODEL.ROI_MASK_HEAD.PREDICTOR = "MaskRCNNC4Predictor"  # the only one (another name is an error)
 _C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14  # ROIAlign output size
 _C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 2  # ROIAlign samples per bin side
 _C.MODEL.ROI_MASK_HEAD.POOLER_SCALES = (0.25, 0.125, 0.0625, 0.03125)  # scales of P2..P5
@@ -143,7 +144,7 @@ _C.MODEL.ROI_MASK_HEAD.CONV_LAYERS = (256, 256, 256, 256)  # channels of the mas
 _C.MODEL.ROI_MASK_HEAD.DILATION = 1  # dilation of those convs
 _C.MODEL.ROI_MASK_HEAD.RESOLUTION = 28  # predicted mask size (2 x POOLER_RESOLUTION)
 _C.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR = False  # accepted, must stay False
-_C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS = False  # accepted; masks are pasted at evaluation
+_C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS = False  # accepted, must stay False: evaluation and the Predictor always paste masks
 _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD = 0.5  # probability threshold of a pasted mask
 _C.MODEL.ROI_MASK_HEAD.PASTE_RULE = "center"  # "center" (detectron2's grid_sample rule) or "torchvision" (see layers/mask_ops.py)
 _C.MODEL.ROI_MASK_HEAD.USE_GN = False  # accepted, must stay False
@@ -171,41 +172,76 @@ _C.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip the gradient norm before each s
 _C.SOLVER.CLIP_GRADIENTS.MAX_NORM = 10.0  # total L2 norm limit
 _C.SOLVER.CHECKPOINT_PERIOD = 2500  # save model_XXXXXXX.pth every N iterations
 _C.SOLVER.IMS_PER_BATCH = 16  # images per step, TOTAL over all processes
+_C.SOLVER.REFERENCE_WORLD_SIZE = 0  # processes the SOLVER values are for; another count rescales them (solver/scaling.py); 0: off
 _C.SOLVER.LOG_PERIOD = 20  # print and record metrics every N iterations
 _C.SOLVER.MAX_NONFINITE_SKIPS = 0  # non-finite-loss iterations skipped (no update) before stopping; 0: stop at the first
+_C.SOLVER.DIVERGENCE = CN()
+_C.SOLVER.DIVERGENCE.ENABLED = True  # stop (before the step is applied) when the total loss exceeds FACTOR x its early median
+_C.SOLVER.DIVERGENCE.FACTOR = 10.0  # how many times the early median loss counts as divergence (> 1)
+_C.SOLVER.DIVERGENCE.REFERENCE_ITERS = 20  # the early median is over the run's first N finite losses
 
 # ---------------------------------------------------------------------------- test
 _C.TEST = CN()
-_C.TEST.EXPECTED_RESULTS = []  # accepted for compatibility
-_C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4  # accepted for compatibility
+_C.TEST.EXPECTED_RESULTS = []  # accepted, must stay empty (checking expected results is not implemented)
+_C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4  # accepted, must stay 4 (see EXPECTED_RESULTS)
 _C.TEST.IMS_PER_BATCH = 8  # images per inference step, TOTAL over all processes
-_C.TEST.DETECTIONS_PER_IMG = 100  # accepted; see MODEL.ROI_HEADS.DETECTIONS_PER_IMG
+_C.TEST.DETECTIONS_PER_IMG = 100  # accepted, must stay 100: the key is MODEL.ROI_HEADS.DETECTIONS_PER_IMG
 _C.TEST.EVAL_PERIOD = 0  # evaluate every N iterations during training (0: only at the end)
 _C.TEST.BBOX_AUG = CN()
 _C.TEST.BBOX_AUG.ENABLED = False  # accepted, must stay False (no test-time augmentation)
 
 # ---------------------------------------------------------------------------- misc
 _C.OUTPUT_DIR = "output"  # checkpoints, log.txt, config.yaml, TensorBoard events, inference/
-_C.PATHS_CATALOG = ""  # accepted for compatibility; datasets come from DATASETS.CATALOG
+_C.PATHS_CATALOG = ""  # accepted, must stay "": datasets come from DATASETS.CATALOG
 _C.SEED = -1  # random seed; < 0 picks one at random (logged)
 _C.DIST_TIMEOUT_S = 1800  # seconds a process waits for the others (collectives, barriers) before failing
-_C.DTYPE = "float32"  # accepted for compatibility
+_C.DTYPE = "float32"  # accepted, must stay float32 (mixed precision is not implemented)
 
-# Keys accepted only so that maskrcnn-benchmark files load. Each must keep the value
-# in this table; any other value is an error naming the key (the feature does not exist).
+# Keys accepted so that maskrcnn-benchmark files load, for what this project does not have (or
+# has under another key). Only the listed values are accepted; any other is a ConfigError that
+# names the key and gives the advice (config/checks.py). key -> (allowed values, advice).
+_FPN_ONLY = ("the RPN and the ROI heads always run on the FPN levels (C4 backbones are not implemented): "
+             "use MODEL.BACKBONE.CONV_BODY R-<depth>-FPN and remove the key")
+_NO_JITTER = "colour jitter is not implemented; remove the key"
+_NO_EXPECTED = ("checking results against expected values is not implemented; compare "
+                "OUTPUT_DIR/inference/<dataset>/metrics.json instead, and remove the key")
 UNSUPPORTED_VALUES = {
-    "MODEL.META_ARCHITECTURE": "GeneralizedRCNN",
-    "MODEL.RPN.FPN_POST_NMS_PER_BATCH": False,
-    "MODEL.FPN.USE_RELU": False,
-    "MODEL.ROI_BOX_HEAD.USE_GN": False,
-    "MODEL.ROI_MASK_HEAD.USE_GN": False,
-    "MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR": False,
-    "TEST.BBOX_AUG.ENABLED": False,
-    "INPUT.VERTICAL_FLIP_PROB_TRAIN": 0.0,
-    "INPUT.BRIGHTNESS": 0.0,
-    "INPUT.CONTRAST": 0.0,
-    "INPUT.SATURATION": 0.0,
-    "INPUT.HUE": 0.0,
-    "SOLVER.OPTIMIZER": "SGD",
-    "MODEL.RPN.RPN_HEAD": "SingleConvRPNHead",
+    "MODEL.META_ARCHITECTURE": (("GeneralizedRCNN",), "it is the only architecture; remove the key"),
+    "MODEL.RPN.USE_FPN": ((True,), _FPN_ONLY),
+    "MODEL.ROI_HEADS.USE_FPN": ((True,), _FPN_ONLY),
+    "MODEL.RPN.RPN_HEAD": (("SingleConvRPNHead",), "it is the only RPN head; remove the key"),
+    "MODEL.RPN.FPN_POST_NMS_PER_BATCH": ((False,), "proposals are kept per image (MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN "
+                                                   "/ _TEST); remove the key"),
+    "MODEL.FPN.USE_RELU": ((False,), "the FPN has no ReLU; remove the key"),
+    "MODEL.RESNETS.TRANS_FUNC": (("BottleneckWithFixedBatchNorm", "BottleneckWithGN"),
+                                 "the blocks' norm is MODEL.RESNETS.NORM (FrozenBN, BN or GN); set that instead"),
+    "MODEL.RESNETS.STEM_FUNC": (("StemWithFixedBatchNorm", "StemWithGN"),
+                                "the stem's norm is MODEL.RESNETS.NORM (FrozenBN, BN or GN); set that instead"),
+    "MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR": (("FPN2MLPFeatureExtractor",), "the box head is two fc layers of "
+                                             "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM; remove the key"),
+    "MODEL.ROI_BOX_HEAD.PREDICTOR": (("FPNPredictor",), "it is the only box predictor; remove the key"),
+    "MODEL.ROI_BOX_HEAD.USE_GN": ((False,), "GroupNorm in the box head is not implemented; remove the key"),
+    "MODEL.ROI_MASK_HEAD.FEATURE_EXTRACTOR": (("MaskRCNNFPNFeatureExtractor",), "the mask head is the convolutions "
+                                              "of MODEL.ROI_MASK_HEAD.CONV_LAYERS and DILATION; remove the key"),
+    "MODEL.ROI_MASK_HEAD.PREDICTOR": (("MaskRCNNC4Predictor",), "it is the only mask predictor (a transposed conv "
+                                      "and a 1x1 conv per class); remove the key"),
+    "MODEL.ROI_MASK_HEAD.USE_GN": ((False,), "GroupNorm in the mask head is not implemented; remove the key"),
+    "MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR": ((False,), "the mask head has its own features; remove the key"),
+    "MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS": ((False,), "masks are always pasted into the image by evaluation and "
+                                              "the Predictor, per MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD "
+                                              "and PASTE_RULE; remove the key"),
+    "TEST.BBOX_AUG.ENABLED": ((False,), "test-time augmentation is not implemented; remove the key"),
+    "TEST.DETECTIONS_PER_IMG": ((100,), "use MODEL.ROI_HEADS.DETECTIONS_PER_IMG (detections kept per image)"),
+    "TEST.EXPECTED_RESULTS": (([],), _NO_EXPECTED),
+    "TEST.EXPECTED_RESULTS_SIGMA_TOL": ((4,), _NO_EXPECTED),
+    "INPUT.VERTICAL_FLIP_PROB_TRAIN": ((0.0,), "vertical flips are not implemented; remove the key"),
+    "INPUT.BRIGHTNESS": ((0.0,), _NO_JITTER),
+    "INPUT.CONTRAST": ((0.0,), _NO_JITTER),
+    "INPUT.SATURATION": ((0.0,), _NO_JITTER),
+    "INPUT.HUE": ((0.0,), _NO_JITTER),
+    "SOLVER.OPTIMIZER": (("SGD",), "SGD with momentum is the only optimizer; remove the key"),
+    "PATHS_CATALOG": (("",), "remove the key and name your datasets with DATASETS.CATALOG.<name>.ANN_FILE "
+                             "and .IMG_DIR (README: Training on your own COCO-format data)"),
+    "DTYPE": (("float32",), "training and inference run in float32 (mixed precision is not implemented); "
+                            "remove the key"),
 }

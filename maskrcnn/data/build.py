@@ -8,23 +8,23 @@ that seed (in a forked torch RNG state), so the batches do not depend on
 from __future__ import annotations
 
 import logging
-import os
 import random
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, Sampler
 
+from maskrcnn.config import ConfigError
+from maskrcnn.utils.errors import DataError
 from maskrcnn.data.collate import BatchCollator
 from maskrcnn.data.datasets.catalog import resolve_dataset
 from maskrcnn.data.datasets.coco import COCODataset
 from maskrcnn.data.samplers import (GroupedBatchSampler, InferenceSampler, IterationBasedBatchSampler,
                                     TrainingSampler, get_world_size_and_rank)
-from maskrcnn.data.transforms import build_transforms
+from maskrcnn.data.transforms import Compose, build_transforms
 
-__all__ = ["build_dataset", "build_train_dataset", "dataset_categories", "build_train_loader", "build_test_loaders", "CategoryConcatDataset",
+__all__ = ["build_dataset", "build_test_transform", "build_train_dataset", "dataset_categories", "build_train_loader", "build_test_loaders", "CategoryConcatDataset",
            "SeededDataset", "SeededBatchSampler", "per_process_batch_size", "aspect_ratio_group_ids"]
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class CategoryConcatDataset(ConcatDataset):
         for ds in datasets[1:]:
             if (ds.class_names != first.class_names
                     or ds.contiguous_to_category_id != first.contiguous_to_category_id):
-                raise ValueError(f"cannot concatenate datasets {first.name!r} and {ds.name!r}: their "
+                raise DataError(f"cannot concatenate datasets {first.name!r} and {ds.name!r}: their "
                                  f"categories differ ({first.class_names[1:]} vs {ds.class_names[1:]})")
         self.name = "+".join(ds.name for ds in datasets)
         self.class_names = first.class_names
@@ -111,22 +111,18 @@ def per_process_batch_size(total: int, key: str) -> int:
     """``total`` divided by the world size; ValueError when not divisible."""
     world, _ = get_world_size_and_rank()
     if total <= 0 or total % world != 0:
-        raise ValueError(f"{key} ({total}) is the total batch size over all processes and must be "
+        raise ConfigError(f"{key} ({total}) is the total batch size over all processes and must be "
                          f"a positive multiple of the number of processes ({world})")
     return total // world
 
 
 def _shared_seed(seed: int) -> int:
-    """``seed``, or a random one (the same on every rank) when negative."""
+    """``SEED``, already resolved by the caller: a negative one is drawn (the same on every rank)
+    and recorded by ``maskrcnn.engine.resume.seed_all`` / ``with_seed``."""
     seed = int(seed)
-    if seed >= 0:
-        return seed
-    seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        holder = [seed]
-        dist.broadcast_object_list(holder, src=0)
-        seed = int(holder[0])
-    logger.info("SEED < 0: using random data seed %d", seed)
+    if seed < 0:
+        raise ValueError(f"SEED is {seed}: the training loader needs the run's resolved seed (>= 0); "
+                         "tools/train_net.py draws one and records it in OUTPUT_DIR/config.yaml")
     return seed
 
 
@@ -146,6 +142,12 @@ def aspect_ratio_group_ids(dataset: Any) -> List[int]:
     return ids
 
 
+def build_test_transform(cfg: Any) -> Compose:
+    """The test-time resize of ``INPUT.*`` (``MIN_SIZE_TEST``, ``MAX_SIZE_TEST``, ``RESIZE_MODE``):
+    what the test loaders apply, and the :class:`maskrcnn.Predictor` built from a config."""
+    return build_transforms(cfg, is_train=False)
+
+
 def build_dataset(cfg: Any, name: str, is_train: bool) -> COCODataset:
     """Resolve ``name`` in the catalog and build its dataset with the transforms of the mode.
 
@@ -163,11 +165,11 @@ def build_train_dataset(cfg: Any):
     """The training set: one COCODataset, or a CategoryConcatDataset of ``DATASETS.TRAIN``."""
     names = tuple(cfg.DATASETS.TRAIN)
     if not names:
-        raise ValueError("DATASETS.TRAIN is empty: name at least one training set")
+        raise ConfigError("DATASETS.TRAIN is empty: name at least one training set")
     datasets = [build_dataset(cfg, n, is_train=True) for n in names]
     dataset = datasets[0] if len(datasets) == 1 else CategoryConcatDataset(datasets)
     if len(dataset) == 0:
-        raise ValueError(f"training dataset {names} has no images (after filtering empty ones)")
+        raise DataError(f"training dataset {names} has no images (after filtering empty ones)")
     return dataset
 
 

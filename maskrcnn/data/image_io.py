@@ -7,8 +7,10 @@ from typing import List, NamedTuple, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..utils.errors import DataError
 
-class ImageFileNotFoundError(FileNotFoundError, ValueError):
+
+class ImageFileNotFoundError(DataError, FileNotFoundError, ValueError):
     """A dataset or image file does not exist (both a FileNotFoundError and a ValueError)."""
 
 

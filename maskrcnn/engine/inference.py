@@ -9,6 +9,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
+from ..config import ConfigError
 from ..structures.bounding_box import BoxList
 from ..utils.comm import all_gather, get_world_size, is_main_process, synchronize
 from ..checkpoint import unwrap_model
@@ -44,17 +45,31 @@ def gather_predictions(local: Dict[int, BoxList]) -> Dict[int, BoxList]:
     return merged
 
 
-def evaluate(model: nn.Module, loaders: List[Tuple[str, object]], output_dir: str,
-             paste_rule: str = "center") -> Dict[str, dict]:
+def check_mask_threshold(mask_threshold: float) -> None:
+    """Pasted masks are computed in a box-local window, valid for thresholds >= 0.5."""
+    if not mask_threshold >= 0.5:
+        raise ConfigError(f"MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD is {mask_threshold}: it must be "
+                         ">= 0.5 (masks are pasted inside their box, see maskrcnn.layers.mask_ops)")
+
+
+def evaluate(model: nn.Module, loaders: List[Tuple[str, object]], output_dir: str, *,
+             paste_rule: str = "center", mask_threshold: float = 0.5) -> Dict[str, dict]:
     """Predict and COCO-evaluate each (name, loader); rank 0 writes ``inference/<name>/``.
 
-    ``paste_rule`` is ``MODEL.ROI_MASK_HEAD.PASTE_RULE`` (see ``maskrcnn.layers.mask_ops``).
+    Args:
+        model: the detector (DDP-wrapped or not); its train / eval mode is restored after.
+        loaders: ``(dataset name, test loader)`` pairs, as ``build_test_loaders`` gives.
+        output_dir: ``OUTPUT_DIR``; empty: nothing is written.
+        paste_rule: ``MODEL.ROI_MASK_HEAD.PASTE_RULE`` (see ``maskrcnn.layers.mask_ops``).
+        mask_threshold: ``MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD``: probability from
+            which a pasted mask pixel is set, in the masks that are scored.
 
     Returns:
         ``{dataset_name: {"bbox": {...}, "segm": {...}}}`` on rank 0, ``{}`` elsewhere.
     """
     from ..evaluation import evaluate_coco
 
+    check_mask_threshold(mask_threshold)
     results = {}
     for name, loader in loaders:
         start = time.time()
@@ -65,6 +80,6 @@ def evaluate(model: nn.Module, loaders: List[Tuple[str, object]], output_dir: st
             if folder:
                 os.makedirs(folder, exist_ok=True)
             results[name] = evaluate_coco(loader.dataset, preds, output_dir=folder, logger=logger,
-                                          paste_rule=paste_rule)
+                                          paste_rule=paste_rule, mask_threshold=mask_threshold)
         synchronize()
     return results

@@ -2,26 +2,29 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import random
 import sys
-from typing import Any, Dict
 
-import numpy as np
 import torch
 
-from ..config import CfgNode, load_cfg
+from ..config import CfgNode, ConfigError, load_cfg
 from ..utils.comm import get_rank, get_world_size, init_distributed, local_rank_from_env_or_arg
 from ..utils.logger import setup_logger
+from .resume import protect_earlier_run
 
 
-def default_argument_parser(description: str) -> argparse.ArgumentParser:
-    """``--config-file``, ``--resume``, ``--local_rank`` / ``--local-rank`` and trailing ``KEY VALUE`` opts."""
+def default_argument_parser(description: str, training: bool = False) -> argparse.ArgumentParser:
+    """``--config-file``, ``--resume``, ``--local_rank`` / ``--local-rank`` and trailing ``KEY VALUE``
+    opts; with ``training`` also ``--overwrite``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to a YAML config")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUTPUT_DIR/last_checkpoint (model, optimizer, scheduler, iteration)")
+    if training:
+        parser.add_argument("--overwrite", action="store_true",
+                            help="start a new run in an OUTPUT_DIR that holds another run's checkpoints: "
+                                 "its checkpoints, last_checkpoint, config.yaml and TensorBoard files are "
+                                 "deleted first")
     # torch.distributed.launch passes --local_rank (old) or --local-rank (new); torchrun sets LOCAL_RANK.
     parser.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
                         help=argparse.SUPPRESS)
@@ -30,79 +33,46 @@ def default_argument_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def setup(args: argparse.Namespace, name: str = "maskrcnn") -> CfgNode:
+def make_output_dir(path: str) -> None:
+    """Creates ``OUTPUT_DIR``; one that cannot be created or written is a ConfigError naming the key."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f"cannot write into {path}")
+    except OSError as e:
+        raise ConfigError(f"OUTPUT_DIR {path} cannot be created or written ({e.strerror or e}). Set "
+                          f"OUTPUT_DIR to a folder you can create and write to (e.g. OUTPUT_DIR "
+                          f"output/my_run).") from e
+
+
+def setup(args: argparse.Namespace, name: str = "maskrcnn", training: bool = False) -> CfgNode:
     """Merge the config, initialise distributed mode, create OUTPUT_DIR and the logger.
 
     The config is read first so that ``DIST_TIMEOUT_S`` bounds every collective, the
     rendezvous included: a rank whose peer died fails within it instead of hanging.
+
+    With ``training`` (``args`` from ``default_argument_parser(..., training=True)``), a start
+    without ``--resume`` in an OUTPUT_DIR that holds another run's checkpoints stops here, before
+    anything is written (see :func:`maskrcnn.engine.resume.protect_earlier_run`).
+
+    Returns:
+        The merged, frozen config.
     """
     local_rank_from_env_or_arg(args.local_rank)
     cfg = load_cfg(args.config_file or None, args.opts)
     init_distributed(timeout_s=float(cfg.DIST_TIMEOUT_S))
+    removed = []
+    if training:
+        removed = protect_earlier_run(cfg.OUTPUT_DIR, resume=args.resume, overwrite=args.overwrite,
+                                      weights=cfg.MODEL.WEIGHT)
     output_dir = cfg.OUTPUT_DIR
     if output_dir and get_rank() == 0:
-        os.makedirs(output_dir, exist_ok=True)
+        make_output_dir(output_dir)
     logger = setup_logger("maskrcnn", output_dir, get_rank())
     logger.info("Using %d process(es); command line: %s", get_world_size(), " ".join(sys.argv))
     logger.info("torch %s, CUDA available: %s", torch.__version__, torch.cuda.is_available())
     if args.config_file:
         logger.info("Loaded configuration file %s", args.config_file)
+    if removed:
+        logger.warning("--overwrite: deleted the earlier run's %s", ", ".join(os.path.basename(f) for f in removed))
     return cfg
-
-
-def seed_all(seed: int) -> int:
-    """Seed Python, NumPy and torch (offset by rank); a negative seed draws one. Returns the base seed."""
-    if seed < 0:
-        seed = int.from_bytes(os.urandom(4), "little") % (2 ** 31)
-        # Every rank needs the same base seed.
-        if get_world_size() > 1:
-            holder = [seed]
-            torch.distributed.broadcast_object_list(holder, src=0)  # works on gloo and nccl
-            seed = int(holder[0])
-    rank_seed = seed + get_rank()
-    random.seed(rank_seed)
-    np.random.seed(rank_seed % (2 ** 32))
-    torch.manual_seed(rank_seed)
-    logging.getLogger("maskrcnn").info("Random seed: %d", seed)
-    return seed
-
-
-def get_rng_states() -> Dict[str, Any]:
-    """This process' Python, NumPy, torch CPU (and CUDA) RNG states as plain data.
-
-    Only tensors, ints, floats, strings and None: a checkpoint holding them loads with
-    ``torch.load(weights_only=True)``.
-    """
-    version, mt, gauss_next = random.getstate()
-    np_state = np.random.get_state(legacy=False)
-    states: Dict[str, Any] = {
-        "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64),
-                   "gauss_next": gauss_next},
-        "numpy": {"bit_generator": np_state["bit_generator"],
-                  "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                  "gauss": float(np_state["gauss"])},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: Dict[str, Any]) -> None:
-    """Restore what :func:`get_rng_states` returned (CUDA only when the device count matches)."""
-    py = states["python"]
-    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss_next"]))
-    n = states["numpy"]
-    np.random.set_state({"bit_generator": n["bit_generator"],
-                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
-    torch.set_rng_state(states["torch"])
-    cuda = states.get("cuda")
-    if cuda is not None and torch.cuda.is_available():
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-        else:
-            logging.getLogger("maskrcnn").warning(
-                "checkpoint has CUDA RNG states for %d devices, this process sees %d: CUDA RNG "
-                "not restored", len(cuda), torch.cuda.device_count())

@@ -1,31 +1,33 @@
-"""What ``tools/train_net.py`` and ``tools/test_net.py`` do, as functions."""
+"""What ``tools/train_net.py`` and ``tools/test_net.py`` do, as functions: wiring only.
+
+The step is :mod:`.trainer`, what happens around it :mod:`.hooks`, the resume policy (seed, RNG
+states, data position) :mod:`.resume`.
+"""
 from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config import CfgNode, resolve_num_classes
+from ..checkpoint import Checkpointer
+from ..config import CfgNode, ConfigError, resolve_num_classes
 from ..data.build import build_test_loaders, build_train_dataset, build_train_loader, dataset_categories
 from ..modeling import build_model
 from ..solver import make_lr_scheduler, make_optimizer
-from ..checkpoint import Checkpointer
-from ..utils.comm import gather_to_main, get_rank, get_world_size, is_main_process, synchronize
+from ..utils.comm import get_rank, get_world_size, is_main_process, synchronize
 from ..utils.events import TensorboardWriter
+from .hooks import (DivergenceError, DivergenceGuard, EvalHook, IterationTimer, MetricsWriter,
+                    NonFiniteGuard, PeriodicCheckpointer)
 from .inference import evaluate
-from .launch import get_rng_states, seed_all, set_rng_states
-from .trainer import NonFiniteLossError, Trainer
+from .resume import (check_data_position, data_state, restore_rng_states, resumed_seed, seed_all,
+                     training_state, with_seed)
+from .trainer import HookBase, NonFiniteLossError, Trainer
 
 logger = logging.getLogger("maskrcnn.engine")
-
-
-def _resolve_classes_from(cfg: CfgNode, dataset) -> list:
-    cats = dataset_categories(dataset)
-    resolve_num_classes(cfg, len(cats), getattr(dataset, "name", "the training set"))
-    return cats
 
 
 def _rpn_only_skip(cfg: CfgNode) -> bool:
@@ -42,47 +44,15 @@ def _write_config(cfg: CfgNode) -> None:
         logger.info("Saved the merged config to %s", path)
 
 
-# TEST ONLY: comma-separated iterations whose losses are replaced by NaN, so that tests can
-# exercise SOLVER.MAX_NONFINITE_SKIPS in real training processes. Unset in normal use.
-NONFINITE_TEST_ENV = "MASKRCNN_TEST_NONFINITE_ITERS"
-
-
-def _nonfinite_test_iters() -> List[int]:
-    """Iterations named by ``NONFINITE_TEST_ENV`` (normally none)."""
-    value = os.environ.get(NONFINITE_TEST_ENV, "")
-    iters = [int(v) for v in value.split(",") if v.strip()]
-    if iters:
-        logger.warning("%s is set: losses of iterations %s are replaced by NaN (test only)",
-                       NONFINITE_TEST_ENV, iters)
-    return iters
-
-
-def _resumed_seed(cfg_seed: int, drawn: int, extra: dict) -> int:
-    """The seed a resumed run continues with: the checkpoint's, unless SEED names another one."""
-    saved = extra.get("seed")
-    if saved is None or saved == drawn:
-        return drawn
-    if cfg_seed < 0:
-        logger.info("Resuming with the checkpoint's random seed %d", saved)
-        return int(saved)
-    logger.warning("SEED %d differs from the checkpoint's seed %d: the resumed run does not "
-                   "reproduce the interrupted one", cfg_seed, saved)
-    return drawn
-
-
-def _restore_resumed_state(cfg: CfgNode, cfg_seed: int, seed: int, extra: dict) -> int:
-    """Seed and RNG states of a resumed run; returns the seed the data loader must use."""
-    resumed = _resumed_seed(cfg_seed, seed, extra)
-    if resumed != seed:
-        cfg.SEED = resumed
-        _write_config(cfg)
-    _restore_rng(extra)
-    return resumed
+def _evaluate(cfg: CfgNode, model: nn.Module, loaders) -> Dict[str, dict]:
+    head = cfg.MODEL.ROI_MASK_HEAD
+    return evaluate(model, loaders, cfg.OUTPUT_DIR, paste_rule=head.PASTE_RULE,
+                    mask_threshold=head.POSTPROCESS_MASKS_THRESHOLD)
 
 
 def _explain_failure(cfg: CfgNode, error: BaseException) -> None:
     """With several processes, say that a dead or hung peer is the likely cause, and what to do."""
-    if get_world_size() < 2 or isinstance(error, (NonFiniteLossError, KeyboardInterrupt)):
+    if get_world_size() < 2 or isinstance(error, (NonFiniteLossError, DivergenceError, KeyboardInterrupt)):
         return
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
     logger.error("Training stopped on rank %d: %s: %s. In a run of %d processes this usually means "
@@ -92,94 +62,91 @@ def _explain_failure(cfg: CfgNode, error: BaseException) -> None:
                  os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
 
 
-def _restore_rng(extra: dict) -> None:
-    """Set this rank's RNG states from the checkpoint (saved as one entry per rank)."""
-    states = extra.get("rng")
-    if not isinstance(states, list) or len(states) != get_world_size():
-        logger.warning("The checkpoint has no RNG states for %d process(es): random sampling after "
-                       "the resume differs from an uninterrupted run", get_world_size())
-        return
-    set_rng_states(states[get_rank()])
+def _clip_norm(cfg: CfgNode) -> Optional[float]:
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    return float(clip.MAX_NORM) if clip.ENABLED else None
 
 
-def _check_data_position(extra: dict, now: dict) -> None:
-    """Warn when the resumed loader's position differs from the one saved in the checkpoint."""
-    saved = extra.get("data")
-    if saved is None:
-        return
-    if saved != now:
-        logger.warning("The data sequence differs from the interrupted run's (checkpoint: %s, now: %s): "
-                       "SEED, SOLVER.IMS_PER_BATCH, the number of processes or the dataset changed",
-                       saved, now)
-    else:
-        logger.info("Data: resuming at epoch %d, batch %d of the same sequence",
-                    now["epoch"], now["batch_in_epoch"])
+def build_hooks(cfg: CfgNode, checkpointer: Optional[Checkpointer], loader, categories: list,
+                writer: Optional[TensorboardWriter],
+                eval_fn: Optional[Callable[[], Dict[str, dict]]]) -> List[HookBase]:
+    """The hooks of a training run, from ``SOLVER.*`` and ``TEST.EVAL_PERIOD``.
+
+    Guards first: they decide before the step is applied; then timing, logs, saves, and the
+    evaluation (an :class:`EvalHook` of ``eval_fn``, when given).
+    """
+    s = cfg.SOLVER
+    advice = dict(base_lr=s.BASE_LR, ims_per_batch=s.IMS_PER_BATCH, warmup_iters=s.WARMUP_ITERS)
+    divergence = (DivergenceGuard(s.DIVERGENCE.FACTOR, s.DIVERGENCE.REFERENCE_ITERS,
+                                  clip_grad_norm=_clip_norm(cfg), **advice)
+                  if s.DIVERGENCE.ENABLED else None)
+    return [NonFiniteGuard(s.MAX_NONFINITE_SKIPS, **advice), divergence, IterationTimer(),
+            MetricsWriter(s.LOG_PERIOD, writer),
+            PeriodicCheckpointer(checkpointer, s.CHECKPOINT_PERIOD, state_fn=training_state(loader),
+                                 extra={"categories": categories, "seed": cfg.SEED}),
+            EvalHook(cfg.TEST.EVAL_PERIOD, eval_fn, writer) if eval_fn is not None else None]
 
 
-def _data_state(loader, iteration: int) -> dict:
-    """Seed, epoch and batch of the training sequence after ``iteration`` batches, plus its sizes."""
-    state = loader.batch_sampler.state_at(iteration)
-    state.update(world_size=get_world_size(), dataset_size=len(loader.dataset))
-    return state
+def _continue(cfg: CfgNode, run_cfg: CfgNode, seed: int, extra: dict) -> CfgNode:
+    """A resumed run: its seed (see ``resumed_seed``; a change is recorded) and RNG states."""
+    resumed = resumed_seed(cfg.SEED, seed, extra)
+    if resumed != seed:
+        run_cfg = with_seed(run_cfg, resumed)
+        _write_config(run_cfg)
+    restore_rng_states(extra)
+    return run_cfg
+
+
+def _ddp(model: nn.Module) -> nn.Module:
+    if get_world_size() < 2:
+        return model
+    device_ids = [torch.cuda.current_device()] if model.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False,
+                                   find_unused_parameters=False)
 
 
 def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
     """Train per ``cfg``, evaluate on ``DATASETS.TEST`` at the end; returns the metrics (rank 0).
 
-    With ``resume``, everything needed to continue exactly is restored from the checkpoint:
-    model, optimizer, scheduler, iteration, every rank's Python/NumPy/torch RNG states, the
-    data seed (position in the data is a function of the seed and the iteration) and the
-    number of skipped non-finite iterations. A killed run resumed this way ends with the same
-    weights, bit for bit, as an uninterrupted one (given the same processes and threads).
+    ``cfg`` is not modified: the run's own config (drawn ``SEED``, resolved ``NUM_CLASSES``) is
+    a frozen copy, saved as ``OUTPUT_DIR/config.yaml``. With ``resume``, everything needed to
+    continue exactly is restored from the checkpoint: model, optimizer, scheduler, iteration,
+    every rank's RNG states, the data seed and the hooks' state (skipped non-finite iterations,
+    the divergence reference). A killed run resumed this way ends with the same weights, bit for
+    bit, as an uninterrupted one (given the same processes and threads).
     """
-    cfg_seed = int(cfg.SEED)
     seed = seed_all(cfg.SEED)
-    cfg.SEED = seed  # a drawn seed is recorded in config.yaml and used by the data loader too
     dataset = build_train_dataset(cfg)
-    categories = _resolve_classes_from(cfg, dataset)
-    _write_config(cfg)
-    model = build_model(cfg)
-    optimizer = make_optimizer(cfg, model)
-    scheduler = make_lr_scheduler(cfg, optimizer)
+    categories = dataset_categories(dataset)
+    run_cfg = resolve_num_classes(with_seed(cfg, seed), len(categories),
+                                  getattr(dataset, "name", "the training set"))
+    _write_config(run_cfg)
+    model = build_model(run_cfg)
+    optimizer = make_optimizer(run_cfg, model)
+    scheduler = make_lr_scheduler(run_cfg, optimizer)
     checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, save_to_disk=is_main_process())
     extra = checkpointer.resume_or_load(cfg.MODEL.WEIGHT, resume=resume)
-    start_iter = int(extra.get("iteration", 0))
-    if start_iter >= cfg.SOLVER.MAX_ITER:
-        logger.info("Checkpoint is at iteration %d >= SOLVER.MAX_ITER %d: nothing to train",
-                    start_iter, cfg.SOLVER.MAX_ITER)
+    start_iter, max_iter = int(extra.get("iteration", 0)), cfg.SOLVER.MAX_ITER
+    if start_iter >= max_iter:
+        logger.info("Checkpoint is at iteration %d >= SOLVER.MAX_ITER %d: nothing to train", start_iter, max_iter)
     if extra:
-        seed = _restore_resumed_state(cfg, cfg_seed, seed, extra)
-    loader = build_train_loader(cfg, start_iter=start_iter, dataset=dataset)
-    if extra and start_iter < cfg.SOLVER.MAX_ITER:
-        _check_data_position(extra, _data_state(loader, start_iter))
-    if get_world_size() > 1:
-        device_ids = [torch.cuda.current_device()] if model.device.type == "cuda" else None
-        train_model = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False,
-                                              find_unused_parameters=False)
-    else:
-        train_model = model
+        run_cfg = _continue(cfg, run_cfg, seed, extra)
+    loader = build_train_loader(run_cfg, start_iter=start_iter, dataset=dataset)
+    if extra and start_iter < max_iter:
+        check_data_position(extra, data_state(loader, start_iter))
+    trainer = Trainer(_ddp(model), loader, optimizer, scheduler, clip_grad_norm=_clip_norm(run_cfg))
     writer = TensorboardWriter(cfg.OUTPUT_DIR) if is_main_process() and cfg.OUTPUT_DIR else None
-    test_loaders = build_test_loaders(cfg) if cfg.DATASETS.TEST and not _rpn_only_skip(cfg) else []
-
-    def eval_fn(iteration: int) -> dict:
-        return evaluate(model, test_loaders, cfg.OUTPUT_DIR, cfg.MODEL.ROI_MASK_HEAD.PASTE_RULE)
-
-    trainer = Trainer(
-        model=train_model, data_loader=loader, optimizer=optimizer, scheduler=scheduler,
-        checkpointer=checkpointer, max_iter=cfg.SOLVER.MAX_ITER, checkpoint_period=cfg.SOLVER.CHECKPOINT_PERIOD,
-        log_period=cfg.SOLVER.LOG_PERIOD, writer=writer, eval_fn=eval_fn if test_loaders else None,
-        eval_period=cfg.TEST.EVAL_PERIOD,
-        clip_grad_norm=cfg.SOLVER.CLIP_GRADIENTS.MAX_NORM if cfg.SOLVER.CLIP_GRADIENTS.ENABLED else None,
-        checkpoint_extra={"categories": categories, "seed": seed},
-        solver_hint=(cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.WARMUP_ITERS),
-        max_nonfinite_skips=cfg.SOLVER.MAX_NONFINITE_SKIPS,
-        state_fn=lambda it: {"rng": gather_to_main(get_rng_states()), "data": _data_state(loader, it)},
-        inject_nonfinite_at=_nonfinite_test_iters())
-    trainer.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
+    test_loaders = build_test_loaders(run_cfg) if cfg.DATASETS.TEST and not _rpn_only_skip(cfg) else []
+    eval_fn = (lambda: _evaluate(run_cfg, model, test_loaders)) if test_loaders else None
+    hooks = build_hooks(run_cfg, checkpointer, loader, categories, writer, eval_fn)
+    eval_hook = next((h for h in hooks if isinstance(h, EvalHook)), None)
+    trainer.register_hooks(hooks)
+    trainer.load_state_dict(extra)
     try:
-        if start_iter < cfg.SOLVER.MAX_ITER:
-            trainer.train(start_iter)
-        results = trainer.evaluate(cfg.SOLVER.MAX_ITER) if test_loaders else {}
+        if start_iter < max_iter:
+            trainer.train(start_iter, max_iter)
+        elif eval_hook is not None:
+            eval_hook.evaluate(max_iter)
     except BaseException as e:
         _explain_failure(cfg, e)
         raise
@@ -187,7 +154,7 @@ def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
         if writer is not None:
             writer.close()
     synchronize()
-    return results
+    return eval_hook.results if eval_hook is not None else {}
 
 
 def test(cfg: CfgNode) -> Dict[str, dict]:
@@ -196,12 +163,13 @@ def test(cfg: CfgNode) -> Dict[str, dict]:
         return {}
     loaders = build_test_loaders(cfg)
     if not loaders:
-        raise ValueError("DATASETS.TEST is empty: name at least one dataset to evaluate on")
+        raise ConfigError("DATASETS.TEST is empty: name at least one dataset to evaluate on")
     if cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES == 0:
-        _resolve_classes_from(cfg, loaders[0][1].dataset)
+        dataset = loaders[0][1].dataset
+        cfg = resolve_num_classes(cfg, len(dataset_categories(dataset)), getattr(dataset, "name", "DATASETS.TEST"))
     model = build_model(cfg)
     if not cfg.MODEL.WEIGHT:
-        raise ValueError("MODEL.WEIGHT is empty: give the checkpoint to evaluate, e.g. "
+        raise ConfigError("MODEL.WEIGHT is empty: give the checkpoint to evaluate, e.g. "
                          "MODEL.WEIGHT output/model_final.pth")
     Checkpointer(model, save_to_disk=False).load(cfg.MODEL.WEIGHT, model_only=True)
-    return evaluate(model, loaders, cfg.OUTPUT_DIR, cfg.MODEL.ROI_MASK_HEAD.PASTE_RULE)
+    return _evaluate(cfg, model, loaders)

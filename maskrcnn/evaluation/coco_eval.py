@@ -49,7 +49,7 @@ def _check_sizes(coco: COCO, predictions: Mapping[int, BoxList]) -> None:
 
 def predictions_to_coco_results(predictions: Mapping[int, BoxList],
                                 contiguous_to_category_id: Mapping[int, int],
-                                paste_rule: str = "center") -> List[Dict[str, Any]]:
+                                paste_rule: str = "center", mask_threshold: float = 0.5) -> List[Dict[str, Any]]:
     """Convert per-image BoxLists to COCO result dicts.
 
     Args:
@@ -57,6 +57,10 @@ def predictions_to_coco_results(predictions: Mapping[int, BoxList],
             ``"scores"`` ``(N,)``, ``"labels"`` ``(N,)`` contiguous and optionally
             ``"mask"`` ``(N, 1, M, M)`` probabilities.
         contiguous_to_category_id: contiguous label -> COCO category id.
+        paste_rule: how masks are pasted (``MODEL.ROI_MASK_HEAD.PASTE_RULE``; see
+            ``maskrcnn.layers.mask_ops``).
+        mask_threshold: probability from which a pasted mask pixel is set
+            (``MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD``, >= 0.5).
 
     Returns:
         One dict per detection: ``image_id``, ``category_id``, ``bbox`` (xywh
@@ -74,7 +78,7 @@ def predictions_to_coco_results(predictions: Mapping[int, BoxList],
         rles: Optional[List[Dict[str, Any]]] = None
         if boxlist.has_field("mask"):
             rles = masks_to_rle(boxlist.get_field("mask").detach(), boxes, boxlist.size,
-                                rule=paste_rule)
+                                threshold=mask_threshold, rule=paste_rule)
         for k, (box, score, label) in enumerate(zip(xywh, scores, labels)):
             if int(label) not in contiguous_to_category_id:
                 raise ValueError(f"image id {image_id}: label {label} has no COCO category id")
@@ -168,7 +172,7 @@ def format_per_class_table(aps: Mapping[str, float], columns: int = 3) -> str:
 def evaluate_coco(dataset: Any, predictions: Mapping[int, BoxList], output_dir: Optional[str] = None,
                   iou_types: Sequence[str] = _IOU_TYPES,
                   logger: Optional[logging.Logger] = None,
-                  paste_rule: str = "center") -> Dict[str, Dict[str, float]]:
+                  paste_rule: str = "center", mask_threshold: float = 0.5) -> Dict[str, Dict[str, float]]:
     """Evaluate predictions against ``dataset.coco`` with pycocotools.
 
     Args:
@@ -185,6 +189,8 @@ def evaluate_coco(dataset: Any, predictions: Mapping[int, BoxList], output_dir: 
         logger: where pycocotools' summaries and the per-class table go.
         paste_rule: how masks are pasted (``MODEL.ROI_MASK_HEAD.PASTE_RULE``; see
             ``maskrcnn.layers.mask_ops``).
+        mask_threshold: probability from which a pasted mask pixel is set
+            (``MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD``, >= 0.5).
 
     Returns:
         ``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` in percent,
@@ -204,7 +210,8 @@ def evaluate_coco(dataset: Any, predictions: Mapping[int, BoxList], output_dir: 
     if missing:
         logger.warning("%s: %d of %d images have no predictions entry", dataset.name, missing,
                        len(coco_gt.imgs))
-    results = predictions_to_coco_results(predictions, dataset.contiguous_to_category_id, paste_rule)
+    results = predictions_to_coco_results(predictions, dataset.contiguous_to_category_id, paste_rule,
+                                          mask_threshold)
     logger.info("%s: %d detections on %d images", dataset.name, len(results), len(predictions))
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)

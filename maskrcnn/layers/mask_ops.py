@@ -249,7 +249,8 @@ def masks_to_rle(masks: torch.Tensor, boxes: torch.Tensor, image_shape: Sequence
     else:
         masks = masks.float()
         scratch = TileScratch(masks.device)
-        counts = [_torch_counts(masks[i], g[0] if g else None, g[1] if g else None,
-                                height, width, thr, scratch)
-                  for i, g in enumerate(geometry)]
+        # compressed one mask at a time: uncompressed counts are Python ints, ~10x larger
+        return [compress_counts(_torch_counts(masks[i], g[0] if g else None, g[1] if g else None,
+                                              height, width, thr, scratch), height, width)
+                for i, g in enumerate(geometry)]
     return [compress_counts(c, height, width) for c in counts]

@@ -7,22 +7,21 @@ import re
 import torch
 
 from .backbone import FPN, BackboneWithFPN, ResNet
+from .balanced_sampler import BalancedPositiveNegativeSampler
 from .box_coder import BoxCoder
 from .detector import GeneralizedRCNN
 from .matcher import Matcher
 from .poolers import Pooler
-from .roi_heads.box_head.box_head import ROIBoxHead
-from .roi_heads.box_head.head import BoxPredictor, MLPFeatureExtractor
+from .roi_heads.box_head.head import BoxPredictor, MLPFeatureExtractor, ROIBoxHead
 from .roi_heads.box_head.inference import BoxPostProcessor
-from .roi_heads.box_head.loss import ProposalSampler
-from .roi_heads.mask_head.mask_head import MaskFeatureExtractor, MaskPredictor, ROIMaskHead
+from .roi_heads.box_head.proposal_sampler import ProposalSampler
+from .roi_heads.mask_head.head import MaskFeatureExtractor, MaskPredictor, ROIMaskHead
 from .roi_heads.roi_heads import ROIHeads
 from .rpn.anchor_generator import AnchorGenerator
 from .rpn.head import RPNHead
 from .rpn.inference import ProposalSelector
 from .rpn.loss import RPNLoss
 from .rpn.rpn import RPN
-from .sampler import BalancedPositiveNegativeSampler
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +31,14 @@ def build_backbone(cfg) -> BackboneWithFPN:
     if m is None:
         raise ValueError(f"MODEL.BACKBONE.CONV_BODY '{cfg.MODEL.BACKBONE.CONV_BODY}' unknown: "
                          "use R-<depth>-FPN with depth 18, 26, 34, 50, 101 or 152")
-    r = cfg.MODEL.RESNETS
+    r, gn = cfg.MODEL.RESNETS, cfg.MODEL.GROUP_NORM
+    gn_args = dict(gn_groups=gn.NUM_GROUPS, gn_eps=gn.EPSILON, gn_dim_per_group=gn.DIM_PER_GP)
     body = ResNet(depth=int(m.group(1)), norm=r.NORM, stem_out_channels=r.STEM_OUT_CHANNELS,
                   res2_out_channels=r.RES2_OUT_CHANNELS, width_per_group=r.WIDTH_PER_GROUP,
                   num_groups=r.NUM_GROUPS, stride_in_1x1=r.STRIDE_IN_1X1, res5_dilation=r.RES5_DILATION,
-                  freeze_at=cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT, gn_groups=cfg.MODEL.GROUP_NORM.NUM_GROUPS)
+                  freeze_at=cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT, **gn_args)
     fpn = FPN(in_shapes=body.out_shapes, out_channels=cfg.MODEL.BACKBONE.OUT_CHANNELS,
-              norm="GN" if cfg.MODEL.FPN.USE_GN else "", gn_groups=cfg.MODEL.GROUP_NORM.NUM_GROUPS)
+              norm="GN" if cfg.MODEL.FPN.USE_GN else "", **gn_args)
     return BackboneWithFPN(body, fpn)
 
 
@@ -47,17 +47,19 @@ def build_rpn(cfg, in_channels: int) -> RPN:
     anchors = AnchorGenerator(sizes=c.ANCHOR_SIZES, strides=c.ANCHOR_STRIDE, aspect_ratios=c.ASPECT_RATIOS)
     coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
 
-    def selector(pre: int, post: int) -> ProposalSelector:
+    def selector(pre: int, post: int, level_post: int) -> ProposalSelector:
         return ProposalSelector(box_coder=coder, pre_nms_top_n=pre, post_nms_top_n=post,
-                                nms_thresh=c.NMS_THRESH, min_size=c.MIN_SIZE)
+                                nms_thresh=c.NMS_THRESH, min_size=c.MIN_SIZE, level_post_nms_top_n=level_post)
 
     loss = RPNLoss(matcher=Matcher(c.FG_IOU_THRESHOLD, c.BG_IOU_THRESHOLD, allow_low_quality_matches=True),
                    sampler=BalancedPositiveNegativeSampler(c.BATCH_SIZE_PER_IMAGE, c.POSITIVE_FRACTION),
-                   box_coder=coder, smooth_l1_beta=c.SMOOTH_L1_BETA, loss_weight=c.LOSS_WEIGHT)
+                   box_coder=coder, smooth_l1_beta=c.SMOOTH_L1_BETA, loss_weight=c.LOSS_WEIGHT,
+                   straddle_thresh=c.STRADDLE_THRESH)
     return RPN(head=RPNHead(in_channels=in_channels, num_anchors=anchors.num_anchors_per_location),
                anchor_generator=anchors,
-               train_selector=selector(c.PRE_NMS_TOP_N_TRAIN, c.FPN_POST_NMS_TOP_N_TRAIN),
-               test_selector=selector(c.PRE_NMS_TOP_N_TEST, c.FPN_POST_NMS_TOP_N_TEST), loss=loss)
+               train_selector=selector(c.PRE_NMS_TOP_N_TRAIN, c.FPN_POST_NMS_TOP_N_TRAIN, c.POST_NMS_TOP_N_TRAIN),
+               test_selector=selector(c.PRE_NMS_TOP_N_TEST, c.FPN_POST_NMS_TOP_N_TEST, c.POST_NMS_TOP_N_TEST),
+               loss=loss)
 
 
 def build_roi_heads(cfg, in_channels: int, num_classes: int) -> ROIHeads:

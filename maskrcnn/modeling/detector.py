@@ -4,6 +4,11 @@
 ``predict(images)`` returns detections in the coordinates of the images it was
 given. ``forward`` dispatches on whether targets are given (never on
 ``self.training``), so DDP can wrap the loss call and a validation loss is possible.
+
+Every head has the same public API: ``forward`` (raw predictions), ``losses(preds, ...)``
+(a dict of weighted, stage-prefixed losses) and ``inference(preds, ...)`` (per-image results);
+nothing in the training step waits for the device beyond the few read-backs listed in
+``tests/modeling/test_no_host_sync.py``.
 """
 from __future__ import annotations
 
@@ -66,25 +71,26 @@ class GeneralizedRCNN(nn.Module):
         """Training losses (``loss_objectness``, ``loss_rpn_box_reg``, ``loss_classifier``,
         ``loss_box_reg``, ``loss_mask``) for images with ground truth at their size."""
         batch = self.preprocess(images)
-        targets = [t.to(self.device) for t in targets]
+        targets = [t.to(self.device, non_blocking=True) for t in targets]
         for t, size in zip(targets, batch.image_sizes):
             if t.size != size:
                 raise ValueError(f"target of size {t.size} for an image of size {size}")
         features = self.backbone(batch.tensors)
-        proposals, losses = self.rpn(features, batch.image_sizes, targets)
+        rpn_out = self.rpn(features)
+        losses = self.rpn.losses(rpn_out, targets)
         if self.roi_heads is not None:
-            _, head_losses = self.roi_heads(features, proposals, targets)
-            losses.update(head_losses)
+            proposals = self.rpn.inference(rpn_out, batch.image_sizes, training=True)
+            losses.update(self.roi_heads.loss(features, proposals, targets))
         return losses
 
     @torch.no_grad()
     def predict(self, images) -> List[BoxList]:
         """Detections per image (fields ``scores``, ``labels``, and ``mask`` (N, 1, M, M) when the
-        mask head is on), in the pixel coordinates of the given images."""
+        mask head is on), in the pixel coordinates of the given images. An RPN-only model gives
+        its proposals (field ``objectness``)."""
         batch = self.preprocess(images)
         features = self.backbone(batch.tensors)
-        proposals, _ = self.rpn(features, batch.image_sizes)
+        proposals = self.rpn.inference(self.rpn(features), batch.image_sizes)
         if self.roi_heads is None:
             return proposals
-        detections, _ = self.roi_heads(features, proposals)
-        return detections
+        return self.roi_heads.predict(features, proposals)

@@ -1,4 +1,7 @@
-"""Matcher: assigns each prediction (column) to a ground-truth box (row) by IoU."""
+"""Matcher: assigns each prediction (column) to a ground-truth box (row) by IoU.
+
+Whole-tensor selects only (three-argument ``torch.where``): nothing waits for the device.
+"""
 from __future__ import annotations
 
 import torch
@@ -42,12 +45,11 @@ class Matcher:
         if iou.shape[0] == 0:
             return torch.full((n,), self.BELOW_LOW_THRESHOLD, dtype=torch.int64, device=iou.device)
         best, matches = iou.max(dim=0)
-        original = matches.clone() if self.allow_low_quality_matches else None
-        matches[best < self.low] = self.BELOW_LOW_THRESHOLD
-        matches[(best >= self.low) & (best < self.high)] = self.BETWEEN_THRESHOLDS
-        if original is not None:
-            best_per_gt = iou.max(dim=1, keepdim=True).values
+        out = torch.where(best < self.low, torch.full_like(matches, self.BELOW_LOW_THRESHOLD), matches)
+        out = torch.where((best >= self.low) & (best < self.high),
+                          torch.full_like(matches, self.BETWEEN_THRESHOLDS), out)
+        if self.allow_low_quality_matches:
             # torchvision keeps ties, including a best IoU of 0 for a GT with no overlap.
-            _, pred_idx = torch.nonzero(iou == best_per_gt, as_tuple=True)
-            matches[pred_idx] = original[pred_idx]
-        return matches
+            best_per_gt = iou.max(dim=1, keepdim=True).values
+            out = torch.where((iou == best_per_gt).any(0), matches, out)
+        return out

@@ -1,4 +1,8 @@
-"""Multi-level ROIAlign: each box is pooled from the FPN level that fits its size."""
+"""Multi-level ROIAlign: each box is pooled from the FPN level that fits its size.
+
+One read-back per call (the number of boxes of each level); the boxes are grouped by level
+with a sort, not selected with masks.
+"""
 from __future__ import annotations
 
 import math
@@ -6,7 +10,6 @@ from typing import List, Sequence
 
 import torch
 from torchvision.ops import roi_align
-
 
 
 class LevelMapper:
@@ -62,17 +65,21 @@ class Pooler:
         """
         rois = torch.cat([torch.cat([b.new_full((b.shape[0], 1), i), b], 1) for i, b in enumerate(boxes)])
         feats = features[: len(self.scales)]
-        c = feats[0].shape[1]
-        out = feats[0].new_zeros((rois.shape[0], c) + self.output_size)
         if rois.shape[0] == 0:
-            return out
+            return feats[0].new_zeros((0, feats[0].shape[1]) + self.output_size)
         if len(feats) == 1:
             return roi_align(feats[0], rois, self.output_size, self.scales[0], self.sampling_ratio, self.aligned)
         levels = self.mapper(rois[:, 1:])
-        for lvl, (f, scale) in enumerate(zip(feats, self.scales)):
-            idx = torch.nonzero(levels == lvl, as_tuple=True)[0]
-            if idx.numel():
-                out[idx] = roi_align(f, rois[idx], self.output_size, scale, self.sampling_ratio,
-                                     self.aligned).to(out.dtype)
-        return out
-
+        # Rois grouped by level (stable: in their order within a level); reading back the
+        # count of each level is the one wait for the device.
+        order = torch.argsort(levels, stable=True)
+        counts = torch.zeros(len(feats), dtype=torch.int64, device=levels.device).scatter_add_(
+            0, levels, torch.ones_like(levels)).tolist()
+        grouped = rois[order]
+        pooled, start = [], 0
+        for f, scale, count in zip(feats, self.scales, counts):
+            if count:
+                pooled.append(roi_align(f, grouped[start:start + count], self.output_size, scale,
+                                        self.sampling_ratio, self.aligned).to(feats[0].dtype))
+            start += count
+        return torch.cat(pooled).index_select(0, torch.argsort(order))

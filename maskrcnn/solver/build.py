@@ -1,12 +1,16 @@
 """Optimizer and LR schedule from the SOLVER part of the config."""
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from .lr_scheduler import WarmupCosineLR, WarmupMultiStepLR
 
 _NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
+
+logger = logging.getLogger(__name__)
 
 
 def make_optimizer(cfg, model: nn.Module) -> torch.optim.SGD:
@@ -31,10 +35,21 @@ def make_optimizer(cfg, model: nn.Module) -> torch.optim.SGD:
 
 
 def make_lr_scheduler(cfg, optimizer):
-    """``WarmupMultiStepLR`` or ``WarmupCosineLR`` per ``SOLVER.LR_SCHEDULER``."""
+    """``WarmupMultiStepLR`` or ``WarmupCosineLR`` per ``SOLVER.LR_SCHEDULER``.
+
+    A warning names the ``SOLVER.STEPS`` that are ``>= SOLVER.MAX_ITER``: iteration
+    ``MAX_ITER`` uses the LR of scheduler step ``MAX_ITER - 1``, so those decays never happen
+    (a common slip when ``MAX_ITER`` is shortened and ``STEPS`` are not).
+    """
     s = cfg.SOLVER
     warm = dict(warmup_factor=s.WARMUP_FACTOR, warmup_iters=s.WARMUP_ITERS, warmup_method=s.WARMUP_METHOD)
     if s.LR_SCHEDULER == "WarmupMultiStepLR":
+        late = [step for step in s.STEPS if step >= s.MAX_ITER]
+        if late:
+            logger.warning("SOLVER.STEPS %s: %s %s not below SOLVER.MAX_ITER %d, so the LR is never "
+                           "multiplied by SOLVER.GAMMA there; lower SOLVER.STEPS (e.g. scale them with "
+                           "MAX_ITER) or remove %s", tuple(s.STEPS), ", ".join(map(str, late)),
+                           "is" if len(late) == 1 else "are", s.MAX_ITER, "it" if len(late) == 1 else "them")
         return WarmupMultiStepLR(optimizer, s.STEPS, s.GAMMA, **warm)
     if s.LR_SCHEDULER == "WarmupCosineLR":
         return WarmupCosineLR(optimizer, s.MAX_ITER, s.COSINE_END_FACTOR, **warm)

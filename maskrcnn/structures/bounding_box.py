@@ -107,9 +107,11 @@ class BoxList:
         return ((b[:, 2] - b[:, 0]) > min_size) & ((b[:, 3] - b[:, 1]) > min_size)
 
     # ------------------------------------------------------------- container
-    def to(self, device: Union[str, torch.device]) -> "BoxList":
-        fields = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in self.extra_fields.items()}
-        return self._copy_with(self.bbox.to(device), self.size, fields)
+    def to(self, device: Union[str, torch.device], non_blocking: bool = False) -> "BoxList":
+        """Boxes and every field that has ``to(device, non_blocking=...)`` on ``device``."""
+        fields = {k: (v.to(device, non_blocking=non_blocking) if hasattr(v, "to") else v)
+                  for k, v in self.extra_fields.items()}
+        return self._copy_with(self.bbox.to(device, non_blocking=non_blocking), self.size, fields)
 
     def __getitem__(self, item: Any) -> "BoxList":
         if isinstance(item, int):

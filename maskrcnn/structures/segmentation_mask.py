@@ -7,8 +7,11 @@ plus one per-image axis-aligned transform ``current = a * original + b``; they
 are decoded only when a training target is made for them.
 
 No dense full-image mask per instance is built in training: mask targets are
-sampled directly at the ``M x M`` cell centres of each proposal box
-(:meth:`InstanceMasks.crop_and_resize`), by a batched point-in-polygon test.
+sampled directly at the ``M x M`` cell centres of each proposal box, for the
+whole batch at once on the device of the boxes
+(:func:`maskrcnn.structures.mask_targets.mask_targets`;
+:meth:`InstanceMasks.crop_and_resize` for one image). ``to(device)`` moves the
+polygon points; the part tables and the RLEs stay on the host.
 """
 from __future__ import annotations
 
@@ -17,11 +20,10 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-Size = Tuple[int, int]
+from .mask_targets import mask_targets
 
-# Upper bound of (parts x edges x M*M) elements evaluated at once by the
-# point-in-polygon test: keeps temporaries near 100 MB for huge polygons.
-_MAX_ELEMS = 8_000_000
+Size = Tuple[int, int]
+Affine = Tuple[float, float, float, float]
 
 
 class InstanceMasks:
@@ -59,16 +61,15 @@ class InstanceMasks:
         ptr = torch.zeros(len(lengths) + 1, dtype=torch.long)
         if lengths:
             ptr[1:] = torch.cumsum(torch.tensor(lengths), 0)
-        self._init(points, ptr, torch.tensor(owners, dtype=torch.long), rles, size,
-                   torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64))
+        self._init(points, ptr, torch.tensor(owners, dtype=torch.long), rles, size, (1.0, 0.0, 1.0, 0.0))
 
-    def _init(self, points, part_ptr, part_owner, rles, size, affine) -> None:
-        self.points = points          # (P, 2) x, y in current image pixels
-        self.part_ptr = part_ptr      # (n_parts + 1,) offsets into points
-        self.part_owner = part_owner  # (n_parts,) instance index of each part
+    def _init(self, points, part_ptr, part_owner, rles, size, affine: Affine) -> None:
+        self.points = points          # (P, 2) x, y in current image pixels, on any device
+        self.part_ptr = part_ptr      # (n_parts + 1,) offsets into points, on the host
+        self.part_owner = part_owner  # (n_parts,) instance index of each part, on the host
         self.rles: List[Optional[dict]] = list(rles)
         self.size: Size = (int(size[0]), int(size[1]))
-        self.affine = affine          # (ax, bx, ay, by): current = a * original + b (RLE only)
+        self.affine: Affine = tuple(float(v) for v in affine)  # (ax, bx, ay, by): current = a * original + b
 
     def _new(self, points, size, affine) -> "InstanceMasks":
         out = InstanceMasks.__new__(InstanceMasks)
@@ -86,26 +87,27 @@ class InstanceMasks:
         sy = float(new_size[0]) / self.size[0]
         sx = float(new_size[1]) / self.size[1]
         pts = self.points * self.points.new_tensor([sx, sy])
-        a = self.affine * self.affine.new_tensor([sx, sx, sy, sy])
-        return self._new(pts, new_size, a)
+        ax, bx, ay, by = self.affine
+        return self._new(pts, new_size, (ax * sx, bx * sx, ay * sy, by * sy))
 
     def flip_horizontal(self) -> "InstanceMasks":
         w = self.size[1]
         pts = self.points.clone()
         pts[:, 0] = w - pts[:, 0]
-        ax, bx, ay, by = self.affine.tolist()
-        return self._new(pts, self.size, self.affine.new_tensor([-ax, w - bx, ay, by]))
+        ax, bx, ay, by = self.affine
+        return self._new(pts, self.size, (-ax, w - bx, ay, by))
 
     def crop(self, box: Sequence[float]) -> "InstanceMasks":
         """Shift to a crop window; polygons are not clipped (targets sample inside boxes)."""
         x0, y0, x1, y1 = [float(v) for v in box]
         pts = self.points - self.points.new_tensor([x0, y0])
-        ax, bx, ay, by = self.affine.tolist()
+        ax, bx, ay, by = self.affine
         size = (int(round(y1 - y0)), int(round(x1 - x0)))
-        return self._new(pts, size, self.affine.new_tensor([ax, bx - x0, ay, by - y0]))
+        return self._new(pts, size, (ax, bx - x0, ay, by - y0))
 
-    def to(self, device: Any) -> "InstanceMasks":
-        return self  # masks stay on the CPU; targets are moved when made
+    def to(self, device: Any, non_blocking: bool = False) -> "InstanceMasks":
+        """The polygon points on ``device`` (the part tables and RLEs stay on the host)."""
+        return self._new(self.points.to(device, non_blocking=non_blocking), self.size, self.affine)
 
     def __getitem__(self, item: Any) -> "InstanceMasks":
         n = len(self)
@@ -121,6 +123,7 @@ class InstanceMasks:
         lengths = self.part_ptr[1:] - self.part_ptr[:-1]
         point_part = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
         keep_points = keep_parts[point_part] if point_part.numel() else keep_parts.new_zeros(0)
+        keep_points = torch.nonzero(keep_points, as_tuple=True)[0].to(self.points.device)
         kept_lengths = lengths[keep_parts]
         owners = new_index[self.part_owner[keep_parts]]
         # Parts must stay grouped per part; their order inside the flat array does not matter.
@@ -137,7 +140,9 @@ class InstanceMasks:
 
         Cell ``(i, j)`` of the ``m x m`` target is 1 when the point at the cell's
         centre, ``(x1 + (j + 0.5) * w / m, y1 + (i + 0.5) * h / m)``, is inside
-        the instance (union of its polygon parts, even-odd rule within a part).
+        the instance (union of its polygon parts, even-odd rule within a part; an RLE
+        instance is sampled bilinearly there and thresholded at 0.5). See
+        :func:`maskrcnn.structures.mask_targets.mask_targets`, which does a whole batch.
 
         Args:
             boxes: ``(K, 4)`` xyxy boxes in current image pixels.
@@ -147,74 +152,4 @@ class InstanceMasks:
         Returns:
             ``(K, m, m)`` float tensor of 0/1 on ``boxes.device``.
         """
-        device = boxes.device
-        k = boxes.shape[0]
-        out = torch.zeros((k, m, m), dtype=torch.float32)
-        if k == 0:
-            return out.to(device)
-        boxes_c = boxes.detach().float().cpu()
-        indices = indices.cpu().long()
-        is_rle = torch.tensor([r is not None for r in self.rles], dtype=torch.bool)
-        poly_rows = torch.nonzero(~is_rle[indices], as_tuple=False).flatten()
-        if poly_rows.numel():
-            out[poly_rows] = self._polygon_targets(boxes_c[poly_rows], indices[poly_rows], m)
-        for row in torch.nonzero(is_rle[indices], as_tuple=False).flatten().tolist():
-            out[row] = self._rle_target(boxes_c[row], int(indices[row]), m)
-        return out.to(device)
-
-    def _cell_centres(self, boxes: torch.Tensor, m: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        t = (torch.arange(m, dtype=torch.float32) + 0.5) / m
-        xs = boxes[:, 0:1] + t[None] * (boxes[:, 2:3] - boxes[:, 0:1])  # (K, m)
-        ys = boxes[:, 1:2] + t[None] * (boxes[:, 3:4] - boxes[:, 1:2])
-        return xs, ys
-
-    def _polygon_targets(self, boxes: torch.Tensor, inst: torch.Tensor, m: int) -> torch.Tensor:
-        k = boxes.shape[0]
-        xs, ys = self._cell_centres(boxes, m)
-        # Pairs (row of the output, polygon part) for every part of every requested instance.
-        part_match = inst[:, None] == self.part_owner[None, :]  # (K, n_parts)
-        rows, parts = torch.nonzero(part_match, as_tuple=True)
-        result = torch.zeros((k, m * m), dtype=torch.int32)
-        if parts.numel() == 0:
-            return result.view(k, m, m).float()
-        starts = self.part_ptr[parts]
-        lengths = self.part_ptr[parts + 1] - starts
-        e_max = int(lengths.max())
-        step = max(1, _MAX_ELEMS // max(1, e_max * m * m))
-        for c in range(0, parts.numel(), step):
-            r, s, ln = rows[c:c + step], starts[c:c + step], lengths[c:c + step]
-            j = torch.arange(e_max)
-            valid = j[None, :] < ln[:, None]  # (p, E)
-            i0 = s[:, None] + torch.minimum(j[None, :], (ln[:, None] - 1).clamp(min=0))
-            i1 = s[:, None] + torch.remainder(j[None, :] + 1, ln[:, None].clamp(min=1))
-            p0, p1 = self.points[i0], self.points[i1]  # (p, E, 2)
-            px = xs[r][:, None, :].expand(-1, m, -1).reshape(-1, 1, m * m)  # (p, 1, m*m)
-            py = ys[r][:, :, None].expand(-1, -1, m).reshape(-1, 1, m * m)
-            x0, y0 = p0[..., 0:1], p0[..., 1:2]
-            x1, y1 = p1[..., 0:1], p1[..., 1:2]
-            crosses = (y0 > py) != (y1 > py)
-            x_at = x0 + (py - y0) * (x1 - x0) / torch.where(y1 == y0, torch.ones_like(y1), y1 - y0)
-            hit = crosses & (px < x_at) & valid[..., None]
-            inside = (hit.sum(1) % 2) == 1  # (p, m*m)
-            result.index_add_(0, r, inside.int())
-        return (result > 0).view(k, m, m).float()
-
-    def _rle_target(self, box: torch.Tensor, inst: int, m: int) -> torch.Tensor:
-        from pycocotools import mask as mask_utils
-        from torchvision.ops import roi_align
-
-        rle = self.rles[inst]
-        if isinstance(rle.get("counts"), list):
-            rle = mask_utils.frPyObjects(rle, *rle["size"])
-        full = torch.from_numpy(mask_utils.decode(rle).astype(np.float32))  # original pixels
-        ax, bx, ay, by = self.affine.tolist()
-        xa, xb = (float(box[0]) - bx) / ax, (float(box[2]) - bx) / ax
-        ya, yb = (float(box[1]) - by) / ay, (float(box[3]) - by) / ay
-        obox = torch.tensor([[0.0, min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)]])
-        # aligned=True samples the same cell centres as the polygon path.
-        t = roi_align(full[None, None], obox, (m, m), 1.0, sampling_ratio=1, aligned=True)[0, 0]
-        if ax < 0:
-            t = t.flip(1)
-        if ay < 0:
-            t = t.flip(0)
-        return (t >= 0.5).float()
+        return mask_targets([self], [boxes], [indices], m)

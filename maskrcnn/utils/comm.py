@@ -9,7 +9,10 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from typing import Any
+import re
+import shutil
+import subprocess
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -25,6 +28,9 @@ __all__ = [
     "reduce_dict",
     "init_distributed",
     "local_rank_from_env_or_arg",
+    "slurm_launch_env",
+    "export_slurm_env",
+    "first_slurm_host",
 ]
 
 logger = logging.getLogger(__name__)
@@ -134,9 +140,12 @@ def reduce_dict(d: dict[str, torch.Tensor], average: bool = True) -> dict[str, t
 def init_distributed(backend: str | None = None, timeout_s: float = 1800) -> bool:
     """Initialises the default process group from launcher environment variables.
 
-    Understands the variables set by ``torchrun`` and by
+    Understands the variables set by ``torchrun`` (also with ``--nnodes N
+    --rdzv-backend c10d``: its agents set them per process) and by
     ``python -m torch.distributed.launch --use_env``: ``RANK``,
     ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``.
+    Without them, the processes of an ``srun`` step are understood too
+    (:func:`export_slurm_env`).
 
     When a process dies, the others must not hang: ``timeout_s`` bounds the
     rendezvous and every collective (gloo raises once it passes, or at once
@@ -154,6 +163,7 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800) -> boo
         True if a process group was initialised (or already was), False when
         running single-process (``WORLD_SIZE`` unset or 1).
     """
+    export_slurm_env()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return False
@@ -163,7 +173,8 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800) -> boo
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     local_rank = get_local_rank()
     if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
+        # Modulo: a slurm task bound to one GPU (--gpus-per-task=1) sees it as device 0.
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
     rank = int(os.environ.get("RANK", "0"))
     if backend == "nccl":
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
@@ -201,3 +212,86 @@ def local_rank_from_env_or_arg(arg_value: int | None) -> int:
         os.environ["LOCAL_RANK"] = str(int(arg_value))
         return int(arg_value)
     return 0
+
+
+# ---------------------------------------------------------------------------------- slurm
+DEFAULT_SLURM_PORT_BASE = 20000
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a slurm node list, compressed (``"gpu[003-005,010],cpu1"``) or not.
+
+    ``scontrol show hostnames`` is asked when it is installed; otherwise the list is parsed:
+    the first comma-separated entry (commas inside brackets do not count), each bracket
+    group replaced by its first number, zero padding kept (``"gpu[003-005]"`` -> ``"gpu003"``).
+    """
+    if shutil.which("scontrol"):
+        try:
+            out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                                 text=True, timeout=30)
+            if out.returncode == 0 and out.stdout.split():
+                return out.stdout.split()[0]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    depth, end = 0, len(nodelist)
+    for i, ch in enumerate(nodelist):
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            end = i
+            break
+    first = nodelist[:end].strip()
+    return re.sub(r"\[([^\]]*)\]", lambda m: re.split(r"[,-]", m.group(1))[0], first)
+
+
+def slurm_launch_env(env: Mapping[str, str]) -> Optional[Dict[str, str]]:
+    """The torchrun-style variables of a process started by ``srun``, or None.
+
+    Used only when ``RANK`` / ``WORLD_SIZE`` are absent (torchrun's variables win) and the
+    process belongs to an ``srun`` step (``SLURM_STEP_NUM_TASKS``, or ``SLURM_NTASKS`` with
+    ``SLURM_STEP_ID``): a batch script or ``salloc`` shell carries ``SLURM_PROCID`` and the
+    job's ``SLURM_NTASKS`` but starts one process, which must not wait for absent peers.
+
+    Mapping: ``RANK`` <- ``SLURM_PROCID``, ``WORLD_SIZE`` <- ``SLURM_STEP_NUM_TASKS`` (the
+    step's tasks; else ``SLURM_NTASKS``), ``LOCAL_RANK`` <- ``SLURM_LOCALID``, ``MASTER_ADDR``
+    <- first host of ``SLURM_STEP_NODELIST`` / ``SLURM_JOB_NODELIST`` / ``SLURM_NODELIST``,
+    ``MASTER_PORT`` <- ``20000 + SLURM_JOB_ID % 10000`` (two jobs sharing a node get different
+    ports). ``MASTER_ADDR`` and ``MASTER_PORT`` already set are kept.
+
+    Args:
+        env: the environment, e.g. ``os.environ``.
+
+    Returns:
+        The variables to set, or None when this is not an srun process (or torchrun's run).
+    """
+    if "RANK" in env or "WORLD_SIZE" in env or "SLURM_PROCID" not in env:
+        return None
+    world = env.get("SLURM_STEP_NUM_TASKS") or (env.get("SLURM_NTASKS") if "SLURM_STEP_ID" in env else None)
+    if not world:
+        return None
+    out = {"RANK": str(int(env["SLURM_PROCID"])), "WORLD_SIZE": str(int(world)),
+           "LOCAL_RANK": str(int(env.get("SLURM_LOCALID", "0")))}
+    if not env.get("MASTER_ADDR"):
+        nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+        out["MASTER_ADDR"] = first_slurm_host(nodelist) if nodelist else "127.0.0.1"
+    if not env.get("MASTER_PORT"):
+        job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID") or "0"
+        out["MASTER_PORT"] = str(DEFAULT_SLURM_PORT_BASE + int(re.sub(r"\D", "", job) or 0) % 10000)
+    return out
+
+
+def export_slurm_env() -> bool:
+    """Sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` from
+    slurm's variables in an ``srun`` process (see :func:`slurm_launch_env`).
+
+    ``LOCAL_RANK`` given by ``--local_rank`` is kept. Returns True when the variables were set.
+    """
+    found = slurm_launch_env(os.environ)
+    if found is None:
+        return False
+    if os.environ.get("LOCAL_RANK"):
+        found.pop("LOCAL_RANK")
+    os.environ.update(found)
+    logger.info("srun process: rank %s of %s, local rank %s, master %s:%s", found["RANK"], found["WORLD_SIZE"],
+                os.environ["LOCAL_RANK"] if "LOCAL_RANK" in os.environ else "0",
+                os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
+    return True

@@ -6,6 +6,7 @@ of the converters). torchvision is installed, so its converted model is compared
 own modules; for the others the peer's arithmetic (detectron2's class order, maskrcnn-benchmark's
 eps-free frozen BN, Caffe2's affine channel) is restated and compared.
 """
+import importlib.util
 import io
 import os
 import pickle
@@ -25,14 +26,21 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 
 from maskrcnn.config import get_cfg
 from maskrcnn.modeling.build import build_model
-from maskrcnn.checkpoint import load_model_state
-from maskrcnn.checkpoint.convert import (BN_EPS, UnsafePickleError, convert_state_dict, detect_format,
-                                    load_weights_file)
-from maskrcnn.checkpoint.convert.tool import convert_weights_file
+from maskrcnn.checkpoint import UnsafePickleError, load_model_state, load_weights_file
+from maskrcnn.checkpoint.convert import BN_EPS, convert_state_dict, detect_format
 from peer_weights import (Filler, Py2Pickler, caffe2_blobs, detectron2_state, mb_state, randomise,
                           to_legacy_torchvision_names)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOL = os.path.join(ROOT, "tools", "convert_weights.py")
+
+
+def _tool_module():
+    """tools/convert_weights.py as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("convert_weights_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def r50_cfg(num_classes=81, mask_on=True):
@@ -328,7 +336,7 @@ def test_unrecognised_files_name_the_file(tmp_path):
 def test_tool_round_trip(mb_file, ours, tmp_path):
     path, _ = mb_file
     out = tmp_path / "converted" / "mb.pth"
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_weights.py"), "auto", path, str(out),
+    r = subprocess.run([sys.executable, TOOL, "auto", path, str(out),
                         "--config-file", os.path.join(ROOT, "configs", "e2e_mask_rcnn_R_50_FPN_1x.yaml"),
                         "MODEL.ROI_BOX_HEAD.NUM_CLASSES", "81"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
@@ -352,7 +360,8 @@ def test_tool_reports_uninitialised_heads_for_a_backbone(tmp_path):
     torch.manual_seed(9)
     src = tmp_path / "resnet50.pth"
     torch.save(torchvision.models.resnet50().state_dict(), src)
-    report, mismatches = convert_weights_file(str(src), str(tmp_path / "out.pth"), "torchvision-resnet")
+    report, mismatches = _tool_module().convert_weights_file(str(src), str(tmp_path / "out.pth"),
+                                                             "torchvision-resnet")
     assert "rpn.head.conv.weight" in report.uninitialised
     assert not any(k.startswith("backbone.body.") for k in report.uninitialised)
     assert mismatches == []  # the default recipe takes the weights' input convention
@@ -366,3 +375,22 @@ def test_legacy_torch_serialization_is_read(tmp_path):
     state, report = load_weights_file(str(path))
     assert report.source == "torchvision-resnet"
     assert torch.equal(state["backbone.body.conv1.weight"], sd["conv1.weight"])
+
+
+# --------------------------------------------------------------------------- rule tables
+def test_rule_table_fields_and_errors():
+    from maskrcnn.checkpoint.convert.common import rename, rule_table
+
+    rules = rule_table(r"""
+        # comment lines and blank lines are ignored
+
+        res(\d)_(\d+)_branch2([abc])_([wb])   layer{1-1}.{2}.conv{3:conv}.{4:leaf}
+        mask_head\.(\d+)\.(weight)            mask_fcn{1+1}.{2}
+    """, {"conv": {"a": 1, "b": 2, "c": 3}, "leaf": {"w": "weight", "b": "bias"}})
+    assert rename("res3_12_branch2c_b", rules) == "layer2.12.conv3.bias"
+    assert rename("mask_head.0.weight", rules) == "mask_fcn1.weight"
+    assert rename("res3_12_branch2c_b_momentum", rules) is None  # patterns match whole names
+    with pytest.raises(ValueError, match="unknown lookup 'leaf'"):
+        rule_table(r"x_([wb])  y.{1:leaf}")
+    with pytest.raises(ValueError, match="a pattern and a target"):
+        rule_table(r"only_one_column")

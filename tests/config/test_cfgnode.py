@@ -176,6 +176,30 @@ def test_merge_from_list_strings_bools_and_coercions():
     assert c.SOLVER.EXTRA == [1, 2]  # None default accepts anything
 
 
+def test_bare_dataset_name_is_a_one_element_tuple(tmp_path):
+    """Issue 10 #5: ``DATASETS.TRAIN "name"`` (maskrcnn-benchmark habit) was a type error."""
+    c = make_cfg()
+    c.merge_from_list(["DATASETS.TRAIN", "coco_2017_train"])
+    assert c.DATASETS.TRAIN == ("coco_2017_train",)
+    c.merge_from_list(["DATASETS.TRAIN", '"my_set"'])  # quoted for the shell: still a name
+    assert c.DATASETS.TRAIN == ("my_set",)
+    c.merge_from_list(["DATASETS.TRAIN", ""])
+    assert c.DATASETS.TRAIN == ()
+    f = write(tmp_path / "bare.yaml", 'DATASETS:\n  TRAIN: "coco_2017_train"\n')
+    c.merge_from_file(str(f))
+    assert c.DATASETS.TRAIN == ("coco_2017_train",) and type(c.DATASETS.TRAIN) is tuple
+    # the real defaults: DATASETS.TRAIN and DATASETS.TEST, from a file and the command line
+    from maskrcnn.config import load_cfg
+
+    f = write(tmp_path / "real.yaml", "DATASETS:\n  TRAIN: coco_2017_train\n  TEST: coco_2017_val\n")
+    cfg = load_cfg(str(f), ["DATASETS.TEST", "my_val"])
+    assert cfg.DATASETS.TRAIN == ("coco_2017_train",) and cfg.DATASETS.TEST == ("my_val",)
+    # only tuples of names: a string for numbers stays an error naming the key
+    for key in ("SOLVER.STEPS", "MODEL.RPN.ANCHOR_SIZES"):
+        with pytest.raises(ConfigTypeError, match=f"{key}.*expected tuple, got str"):
+            make_cfg().merge_from_list([key, "many"])
+
+
 def test_merge_from_list_odd_length():
     with pytest.raises(ValueError, match="even"):
         make_cfg().merge_from_list(["SOLVER.MAX_ITER"])

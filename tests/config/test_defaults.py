@@ -50,8 +50,11 @@ def test_decreasing_steps_refused():
 
 def test_num_classes_resolution():
     cfg = get_cfg()
-    assert resolve_num_classes(cfg, 80) == 81 and cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES == 81
-    assert resolve_num_classes(cfg, 80) == 81  # an explicit, agreeing value is fine
+    resolved = resolve_num_classes(cfg, 80)
+    assert resolved.MODEL.ROI_BOX_HEAD.NUM_CLASSES == 81 and resolved.is_frozen()
+    assert cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES == 0  # the caller's config is not modified
+    cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES = 81
+    assert resolve_num_classes(cfg, 80).MODEL.ROI_BOX_HEAD.NUM_CLASSES == 81  # explicit, agreeing
     cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES = 80
     with pytest.raises(ConfigError) as e:
         resolve_num_classes(cfg, 80, "coco_2017_train")

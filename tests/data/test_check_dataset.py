@@ -8,11 +8,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image, ImageFile
 from pycocotools import mask as mask_utils
 
-from maskrcnn.data.datasets.check import check_dataset
+from maskrcnn.data.datasets.check import check_dataset, parse_annotation
 from maskrcnn.data.datasets.coco import COCODataset, DatasetError
 from maskrcnn.data.datasets.shapes import ensure_shapes_dataset
 
@@ -33,9 +34,9 @@ def _ann(ann_id, image_id, bbox, seg="rect", cat=1, crowd=0):
             "area": 1.0, "segmentation": seg}
 
 
-def _rle(h, w):
+def _rle(h, w, empty=False):
     m = np.zeros((h, w), np.uint8, order="F")
-    m[2:6, 3:9] = 1
+    m[2:6, 3:9] = 0 if empty else 1
     rle = mask_utils.encode(np.asfortranarray(m))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
@@ -68,6 +69,7 @@ def _write_images(d):
     _exif_rotated(d / "rotated.jpg", 6, "JPEG")
     _exif_rotated(d / "rotated.png", 8, "PNG")
     (d / "notimage.png").write_text("not an image")
+    (d / "empty.png").write_bytes(b"")
     _truncated(d / "truncated.jpg", "JPEG")
     _truncated(d / "truncated.png", "PNG")
 
@@ -87,19 +89,27 @@ def _fixable():
             _ann(16, 1, [1, 1, 9, 9], [_rect(1, 1, 10, 10), [1, 2, 3, 4, 5, 6, 7]]),
             _ann(17, 1, [1, 1, 9, 9], [[1, 2, 3, 4]]), _ann(18, 1, [1, 1, 9, 9], []),
             _ann(19, 1, [0, 0, 0, 0], _rle(40, 60), crowd=1), _ann(20, 2, [3, 2, 6, 4], _rle(30, 20)),
-            _ann(21, 7, [2, 30, 20, 8])]
+            _ann(21, 7, [2, 30, 20, 8]),
+            _ann(22, 1, [2, 2, 6, 6], [_rect(2, 2, 8, 8), _rect(70, 10, 80, 20)]),  # 2nd part outside
+            _ann(23, 1, [1, 1, 8, 8], [_rect(1, 1, 9, 9), [1, 1, 5, 1, 9, 1]]),  # 2nd part flat
+            _ann(24, 1, [3, 2, 6, 4], _rle(40, 60, empty=True))]
     return {"images": images, "annotations": anns, "categories": CATS}
 
 
 def _broken():
     images = [_img(1, "good.png", 40, 60), _img(2, "missing.png", 10, 10), _img(3, "notimage.png", 10, 10),
               _img(4, "wrongsize.png", 30, 30), _img(5, "rotated.jpg", 24, 40),  # stored size: wrong
-              _img(1, "gray.png", 30, 20), _img(6, "truncated.jpg", 48, 64), _img(7, "truncated.png", 48, 64)]
+              _img(1, "gray.png", 30, 20), _img(6, "truncated.jpg", 48, 64), _img(7, "truncated.png", 48, 64),
+              _img(8, "empty.png", 10, 10), _img(9, "GOOD.PNG", 40, 60)]  # good.png exists
     anns = [_ann(30, 1, [1, 1, 5, 5], cat=7), _ann(31, 99, [1, 1, 5, 5]), _ann(32, 1, [1, 1, 5, 5]),
             _ann(32, 1, [2, 2, 5, 5]), _ann(33, 1, [1, float("nan"), 3, 4], [_rect(1, 1, 4, 5)]),
             _ann(34, 1, [1, 1, float("inf"), 4], [_rect(1, 1, 4, 5)]),
             _ann(35, 1, [1, 1, 5, 5], [1, 1, 6, 1, 6, 6]), _ann(36, 1, [1, 1, 5, 5], _rle(10, 10)),
-            _ann(37, 1, [1, 1, 5, 5], [[1, 1, 6, float("nan"), 6, 6]])]
+            _ann(37, 1, [1, 1, 5, 5], [[1, 1, 6, float("nan"), 6, 6]]),
+            _ann(38, 1, [1, 1, 5, 5], [_rect(100, 100, 110, 110)]),  # box inside, polygon outside
+            _ann(39, 1, [1, 1, 5, 5], [_rect(30, 20, 40, 30)]),  # polygon in the image, not in the box
+            _ann(40, 1, [30, 20, 5, 5], _rle(40, 60)),  # RLE (x 3..9, y 2..6) not in the box
+            _ann(41, 1, [1, 1, 5, 5], {"size": [40, 60], "counts": [5, 10]})]  # counts sum != 2400
     return {"images": images, "annotations": anns, "categories": CATS + [{"id": 2, "name": "dup"}]}
 
 
@@ -110,22 +120,30 @@ BROKEN_ERRORS = {
     ("duplicate annotation id", 1, 32, "good.png"), ("non-finite box", 1, 33, "good.png"),
     ("non-finite box", 1, 34, "good.png"), ("malformed segmentation", 1, 35, "good.png"),
     ("RLE size mismatch", 1, 36, "good.png"), ("non-finite polygon", 1, 37, "good.png"),
+    ("segmentation outside the image", 1, 38, "good.png"),
+    ("segmentation outside its box", 1, 39, "good.png"), ("segmentation outside its box", 1, 40, "good.png"),
+    ("malformed RLE", 1, 41, "good.png"),
     ("missing image file", 2, None, "missing.png"), ("unreadable image", 3, None, "notimage.png"),
-    ("image size mismatch", 4, None, "wrongsize.png"), ("image size mismatch", 5, None, "rotated.jpg")}
+    ("image size mismatch", 4, None, "wrongsize.png"), ("image size mismatch", 5, None, "rotated.jpg"),
+    ("empty image file", 8, None, "empty.png"), ("missing image file", 9, None, "GOOD.PNG")}
 TRUNCATED_ERRORS = {("unreadable image", 6, None, "truncated.jpg"),
                     ("unreadable image", 7, None, "truncated.png")}
-FIXABLE_REPAIRS = {"box clipped": [11], "annotation dropped (empty box)": [12, 13],
+FIXABLE_REPAIRS = {"box clipped": [11], "polygon part clipped": [11],
+                   "annotation dropped (empty box)": [12, 13],
                    "annotation dropped (box outside the image)": [14],
                    "polygon part dropped (< 3 points)": [15, 17],
                    "polygon part dropped (odd coordinate count)": [16],
                    "annotation dropped (no valid polygon)": [17],
-                   "annotation dropped (empty segmentation)": [18]}
+                   "annotation dropped (empty segmentation)": [18, 24],
+                   "polygon part dropped (outside the image)": [22], "polygon part dropped (no area)": [23]}
 FIXABLE_CONVERSIONS = {"grayscale": [2], "RGBA": [3], "palette": [4], "16-bit": [5], "CMYK": [6],
                        "EXIF-rotated": [7, 8]}
-FIXABLE_SUMMARY = ("fixable: 8 images, 12 annotations; repaired: 2 annotations dropped (empty box), "
-                   "2 polygon parts dropped (< 3 points), 1 annotation dropped (box outside the image), "
-                   "1 annotation dropped (empty segmentation), 1 annotation dropped (no valid polygon), "
-                   "1 box clipped, 1 polygon part dropped (odd coordinate count); converted: "
+FIXABLE_SUMMARY = ("fixable: 8 images, 15 annotations; 5 images without usable annotations (training leaves "
+                   "them out); repaired: 2 annotations dropped (empty box), 2 annotations dropped (empty "
+                   "segmentation), 2 polygon parts dropped (< 3 points), 1 annotation dropped (box outside "
+                   "the image), 1 annotation dropped (no valid polygon), 1 box clipped, 1 polygon part "
+                   "clipped, 1 polygon part dropped (no area), 1 polygon part dropped (odd coordinate "
+                   "count), 1 polygon part dropped (outside the image); converted: "
                    "2 EXIF-rotated, 1 16-bit, 1 CMYK, 1 RGBA, 1 grayscale, 1 palette")
 
 
@@ -140,6 +158,17 @@ def files(tmp_path):
         path.write_text(json.dumps(data))  # NaN / Infinity written as JSON tokens
         out[name] = str(path)
     return out
+
+
+def _extent(polygons):
+    xs = [x for p in polygons for x in p[0::2]]
+    ys = [y for p in polygons for y in p[1::2]]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _area(part):
+    xs, ys = part[0::2], part[1::2]
+    return abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs)))) / 2
 
 
 def _keys(findings):
@@ -163,9 +192,20 @@ def test_repairs_and_conversions_are_counted_not_errors(files, caplog):
         ds = COCODataset(files["fixable"], files["img_dir"], "fixable")
     assert sum(FIXABLE_SUMMARY in r.getMessage() for r in caplog.records) == 1
     assert ds.ids == [1, 2, 7]
-    target = ds.get_target(0)  # annotations 10, 11 (clipped), 15 and 16 (a part dropped each)
-    assert target.bbox.tolist() == [[10, 5, 30, 15], [50, 30, 60, 40], [1, 1, 10, 10], [1, 1, 10, 10]]
+    target = ds.get_target(0)  # annotations 10, 11 (clipped), 15, 16, 22 and 23 (a part dropped each)
+    assert target.bbox.tolist() == [[10, 5, 30, 15], [50, 30, 60, 40], [1, 1, 10, 10], [1, 1, 10, 10],
+                                    [2, 2, 8, 8], [1, 1, 9, 9]]
     assert ds[2][0].shape == (3, 40, 24)  # EXIF-rotated, as the JSON says
+    # training uses the repaired polygons: clipped to the image, the part outside left out, and
+    # no target has an all-zero mask inside its box
+    anns = {a["id"]: a for a in _fixable()["annotations"]}
+    polygons = [parse_annotation(anns[i], (40, 60)).polygons for i in (11, 22)]
+    assert _extent(polygons[0]) == (50, 30, 60, 40) and _area(polygons[0][0]) == 100
+    assert polygons[1] == [_rect(2, 2, 8, 8)]
+    for index in range(len(ds)):
+        target = ds.get_target(index)
+        cells = target.get_field("masks").crop_and_resize(target.bbox, torch.arange(len(target)), 28)
+        assert (cells.flatten(1).sum(1) > 0).all(), ds.ids[index]
 
 
 @pytest.mark.parametrize("level", ["header", "full"])
@@ -177,6 +217,24 @@ def test_every_error_is_found_with_its_ids_and_file(files, level):
     assert "(40, 24) after EXIF orientation" in rotated.detail and "stored size before EXIF" in rotated.detail
     truncated = [f for f in report.errors if f.image_id in (6, 7)]
     assert all("truncated" in f.detail for f in truncated)
+
+
+def test_segmentation_outside_the_image_or_its_box_is_an_error_that_says_where(files, tmp_path):
+    """Issue 10 #4: a polygon outside the image with its box inside was accepted, and training
+    learnt an all-zero mask inside a real box. Training refuses it now, like the tool."""
+    report = check_dataset(files["broken"], files["img_dir"], "broken", images="annotations").report
+    detail = {f.ann_id: f.detail for f in report.errors if f.ann_id in (38, 39, 40)}
+    assert detail[38].startswith("no polygon part has an area inside the 60x40 image, but the box "
+                                 "[1, 1, 6, 6] is inside it")
+    assert detail[39].startswith("the segmentation spans [30, 20, 40, 30] and the box [1, 1, 6, 6]")
+    assert detail[40].startswith("the segmentation spans [3, 2, 9, 6] and the box [30, 20, 35, 25]")
+    data = _fixable()
+    data["annotations"].append(_ann(50, 7, [2, 2, 10, 10], [_rect(-30, 2, -20, 12), _rect(2, 50, 12, 60)]))
+    path = tmp_path / "outside.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=r"(?s)has 1 problem to fix.*segmentation outside the image: "
+                                           r"annotation id 50 \(image id 7, .*rotated\.jpg\)"):
+        COCODataset(str(path), files["img_dir"], "outside", check="annotations")
 
 
 def test_header_level_reads_no_pixels(files, monkeypatch):
@@ -253,7 +311,9 @@ def test_tool_reports_every_error_and_exits_1(files, tmp_path, full):
     assert code == 1, out
     assert FIXABLE_SUMMARY in out  # both DATASETS.TRAIN and DATASETS.TEST are checked
     expected = BROKEN_ERRORS | (TRUNCATED_ERRORS if full else set())
-    assert f"broken: 8 images, 9 annotations; {len(expected)} errors" in out
+    # image 1 keeps annotation 32; the 8 other well-formed images have none usable
+    assert (f"broken: 10 images, 13 annotations; 8 images without usable annotations (training leaves "
+            f"them out); {len(expected)} errors") in out
     error_lines = [line for line in out.splitlines() if line.startswith("  error: ")]
     assert len(error_lines) == len(expected)
     for kind, image_id, ann_id, name in expected:
@@ -264,6 +324,10 @@ def test_tool_reports_every_error_and_exits_1(files, tmp_path, full):
             where = f"image id {image_id} ({path})" if image_id is not None else path
         assert any(line.startswith(f"  error: {kind}: {where}") for line in error_lines), (kind, where)
     assert ("truncated.jpg" in out) == full
+    assert (f"  error: missing image file: image id 9 ({files['img_dir']}/GOOD.PNG): no such file: GOOD.PNG; "
+            "did you mean good.png?") in error_lines
+    assert (f"  error: empty image file: image id 8 ({files['img_dir']}/empty.png): "
+            "empty file (0 bytes)") in error_lines
     assert "1 of 2 datasets have errors (broken)" in out
 
 

@@ -109,7 +109,8 @@ def test_categories_and_filtering(coco_files, caplog):
     assert train.class_names == ["__background__", "zebra", "apple"]
     assert train.num_classes == 2 and train.name == "toy"
     assert train.ids == [1, 2, 4]  # image 3: only crowd; image 5: only dropped annotations
-    assert ("toy: 5 images, 9 annotations; repaired: 1 annotation dropped (empty box), 1 annotation "
+    assert ("toy: 5 images, 9 annotations; 2 images without usable annotations (training leaves them "
+            "out); repaired: 1 annotation dropped (empty box), 1 annotation "
             "dropped (no valid polygon), 1 box clipped, 1 polygon part dropped (< 3 points), 1 polygon "
             "part dropped (odd coordinate count); converted: 1 EXIF-rotated, 1 RGBA, 1 grayscale, "
             "1 palette") in caplog.text

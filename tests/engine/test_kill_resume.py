@@ -1,9 +1,11 @@
 """Training survives SIGKILL: real `tools/train_net.py` processes are killed at random moments
 (seeded delays after training starts) and resumed with --resume until they finish; the final
-weights must be bit-identical to an uninterrupted run. A kill in the middle of a checkpoint save
-must leave the previous checkpoint loadable and `last_checkpoint` naming a complete file."""
+weights must be bit-identical to an uninterrupted run, with one process and with two (gloo).
+A kill in the middle of a checkpoint save must leave the previous checkpoint loadable and
+`last_checkpoint` naming a complete file."""
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import pytest
 import torch
 
 from maskrcnn.checkpoint import Checkpointer, CheckpointError, read_checkpoint
-from test_train_net import ROOT, TOOLS, tiny_yaml
+from test_train_net import ROOT, TOOLS, free_port, tiny_yaml
 
 TRAIN = os.path.join(TOOLS, "train_net.py")
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
@@ -64,16 +66,16 @@ def _assert_last_checkpoint_complete(out):
         assert isinstance(data["iteration"], int) and "optimizer" in data and "rng" in data
 
 
-def _assert_same_final(a, b):
+def _assert_same_final(a, b, max_iter=MAX_ITER):
     x = torch.load(os.path.join(a, "model_final.pth"), weights_only=True)
     y = torch.load(os.path.join(b, "model_final.pth"), weights_only=True)
-    assert x["iteration"] == y["iteration"] == MAX_ITER
+    assert x["iteration"] == y["iteration"] == max_iter
     assert x["model"].keys() == y["model"].keys()
     different = [k for k in x["model"] if not torch.equal(x["model"][k], y["model"][k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
     for sx, sy in zip(x["optimizer"]["state"].values(), y["optimizer"]["state"].values()):
         assert torch.equal(sx["momentum_buffer"], sy["momentum_buffer"])
-    assert x["scheduler"]["last_epoch"] == y["scheduler"]["last_epoch"] == MAX_ITER
+    assert x["scheduler"]["last_epoch"] == y["scheduler"]["last_epoch"] == max_iter
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +132,82 @@ def test_sigkilled_and_resumed_run_ends_bit_identical(reference, tmp_path, worke
     assert resumed >= 1
     assert "RNG states" not in log and "data sequence differs" not in log
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]  # interrupted saves cleaned up
+
+
+# ------------------------------------------------------------------ two processes (gloo)
+MAX_ITER_2P = 8
+
+
+def _launch_ranks(cfg, resume, tmp_path, tag):
+    """Both ranks of a 2-process run, started by hand (env:// rendezvous), each in its own process group."""
+    port, procs, logs = free_port(), [], []
+    for rank in range(2):
+        env = dict(ENV, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
+                   LOCAL_RANK=str(rank))
+        logs.append(tmp_path / f"{tag}_rank{rank}.log")
+        cmd = [sys.executable, TRAIN, "--config-file", cfg] + (["--resume"] if resume else []) + OPTS + [
+            "SOLVER.MAX_ITER", str(MAX_ITER_2P), "DIST_TIMEOUT_S", "60"]
+        with open(logs[-1], "w") as log:
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+    return procs, logs
+
+
+def _wait_all(procs, logs, timeout=300):
+    for p, log in zip(procs, logs):
+        assert p.wait(timeout=timeout) == 0, log.read_text()[-3000:]
+
+
+def _kill_all(procs):
+    for p in procs:  # both ranks, as when the job's node dies
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        p.wait()
+
+
+def test_two_process_run_sigkilled_after_a_checkpoint_resumes_bit_identical(tmp_path):
+    """Both gloo ranks are SIGKILLed at a random moment after the first checkpoint; a resumed run
+    ends with the weights, momentum and schedule of an uninterrupted 2-process run."""
+    ref_out = tmp_path / "reference"
+    ref_cfg = tiny_yaml(str(tmp_path / "data"), ref_out, MAX_ITER=MAX_ITER_2P, CHECKPOINT_PERIOD=2, STEPS=[5],
+                        WARMUP_ITERS=2)
+    procs, logs = _launch_ranks(ref_cfg, False, tmp_path, "reference")
+    _wait_all(procs, logs)
+
+    out = tmp_path / "out"
+    cfg = tiny_yaml(str(tmp_path / "data"), out, MAX_ITER=MAX_ITER_2P, CHECKPOINT_PERIOD=2, STEPS=[5],
+                    WARMUP_ITERS=2)
+    rng = random.Random(3)
+    for attempt in range(5):  # a kill that lands after model_final leaves nothing to test: again
+        shutil.rmtree(out, ignore_errors=True)
+        procs, logs = _launch_ranks(cfg, False, tmp_path, f"killed{attempt}")
+        try:
+            deadline = time.time() + 240
+            while not (out / "last_checkpoint").exists():
+                assert time.time() < deadline, "no checkpoint written"
+                assert all(p.poll() is None for p in procs), logs[0].read_text()[-3000:]
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.5))
+        finally:
+            _kill_all(procs)
+        _assert_last_checkpoint_complete(out)
+        if not (out / "model_final.pth").exists():
+            break
+    else:
+        pytest.fail("every kill landed after the run had finished")
+    last = read_checkpoint(out / (out / "last_checkpoint").read_text().strip())
+    killed_at = last["iteration"]
+    assert 2 <= killed_at < MAX_ITER_2P and len(last["rng"]) == 2  # both ranks' RNG states
+
+    procs, logs = _launch_ranks(cfg, True, tmp_path, "resumed")
+    _wait_all(procs, logs)
+    log = (out / "log.txt").read_text()
+    assert f"Start training from iteration {killed_at} to {MAX_ITER_2P}" in log, log[-3000:]
+    assert "RNG states" not in log and "data sequence differs" not in log
+    _assert_same_final(str(ref_out), str(out), max_iter=MAX_ITER_2P)
 
 
 CHILD = """

@@ -1,5 +1,5 @@
 """SOLVER.MAX_NONFINITE_SKIPS in real training processes. The losses of chosen iterations are
-made NaN through the test-only MASKRCNN_TEST_NONFINITE_ITERS hook (maskrcnn/engine/run.py); the
+made NaN by patched_train.py, which patches the detector's loss in the training process; the
 default (stop at the first non-finite loss) is tested with a real cause in test_train_net.py."""
 import glob
 import os
@@ -8,15 +8,16 @@ import sys
 
 import torch
 
-from maskrcnn.engine.run import NONFINITE_TEST_ENV
-from test_train_net import ROOT, TOOLS, tiny_yaml
+from test_train_net import ROOT, tiny_yaml
+
+LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "patched_train.py")
 
 OPTS = ["DATASETS.TEST", "()", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96"]
 
 
 def _train(cfg, nan_iters, *opts, resume=False):
-    env = dict(os.environ, OMP_NUM_THREADS="1", **{NONFINITE_TEST_ENV: nan_iters})
-    cmd = [sys.executable, os.path.join(TOOLS, "train_net.py"), "--config-file", cfg]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, LAUNCHER, "--nan-at", nan_iters, "--", "--config-file", cfg]
     cmd += (["--resume"] if resume else []) + OPTS + list(opts)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 

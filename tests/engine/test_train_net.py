@@ -112,6 +112,23 @@ def test_tensorboard_events_have_losses_lr_and_ap(trained):
         assert tag in tags, (tag, sorted(tags))
 
 
+def test_the_logged_lr_is_the_one_each_step_used(trained):
+    """BASE_LR 0.01, WARMUP_ITERS 2 (factor 1/3), STEPS (3,): step i uses the LR of schedule
+    position i - 1, the first warmup LR included."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    expected = {1: 0.01 / 3, 2: 0.01 * (1 / 3 + 1) / 2, 3: 0.01, 4: 0.001}
+    logged = {}
+    for f in glob.glob(str(trained["out"] / "events.out.tfevents.*")):
+        acc = EventAccumulator(f)
+        acc.Reload()
+        logged.update({e.step: e.value for e in acc.Scalars("train/lr") if e.step <= 4})
+    assert logged == pytest.approx(expected, rel=1e-5)
+    lines = [line for line in trained["proc"].stdout.splitlines() if "  iter: " in line]
+    in_log = {int(line.split("iter: ")[1].split()[0]): float(line.split("lr: ")[1].split()[0]) for line in lines}
+    assert in_log == pytest.approx(expected, abs=1e-6)
+
+
 def test_resume_continues_iteration_optimizer_and_schedule(trained):
     out = trained["out"]
     cfg = trained["cfg"]
@@ -125,17 +142,57 @@ def test_resume_continues_iteration_optimizer_and_schedule(trained):
     assert "iter: 5" in log and "iter: 1 " not in log
 
 
-def test_weights_without_resume_start_fresh_and_warn(trained, tmp_path):
+def _files(folder):
+    """Every file under ``folder``: relative path -> (bytes, mtime in ns)."""
+    out = {}
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = (f.read(), os.stat(path).st_mtime_ns)
+    return out
+
+
+def test_a_fresh_start_never_overwrites_an_earlier_run(trained, tmp_path):
+    """Without --resume, an OUTPUT_DIR holding checkpoints is refused before anything is written
+    (no log line, no config.yaml, no event file); the message gives the three ways out."""
     out = trained["out"]
     weights = str(tmp_path / "w.pth")
     import shutil
     shutil.copy(out / "model_0000002.pth", weights)
+    before = _files(out)
+    assert {"model_final.pth", "last_checkpoint", "config.yaml", "log.txt"} <= set(before)
     proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", trained["cfg"],
-                "MODEL.WEIGHT", weights, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()"])
+                "MODEL.WEIGHT", weights, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()"], check=False)
+    assert proc.returncode != 0
+    assert _files(out) == before  # every file keeps its bytes (and is not even rewritten)
+    err = proc.stderr
+    assert f"OUTPUT_DIR {out} holds the checkpoints of an earlier run" in err and "nothing was written" in err
+    for way_out in ("add --resume", "set another OUTPUT_DIR", "add --overwrite"):
+        assert way_out in err, way_out
+    assert "Start training" not in proc.stdout + err
+
+    # --overwrite: the earlier run's checkpoints, config and events go, then a fresh run starts
+    # from the weights only; its log is appended to the old one.
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    old_events = set(glob.glob(str(copy / "events.out.tfevents.*")))
+    assert (copy / "model_0000002.pth").is_file() and old_events
+    inside = run([os.path.join(TOOLS, "train_net.py"), "--config-file", trained["cfg"], "--overwrite",
+                  "MODEL.WEIGHT", str(copy / "model_0000002.pth"), "OUTPUT_DIR", str(copy)], check=False)
+    assert inside.returncode != 0 and "is one of the files that --overwrite deletes" in inside.stderr
+    assert _files(copy).keys() == before.keys()  # refused: nothing deleted
+    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", trained["cfg"], "--overwrite",
+                "MODEL.WEIGHT", weights, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", "OUTPUT_DIR", str(copy)])
     log = proc.stdout + proc.stderr
-    assert "Start training from iteration 0 to 2" in log
-    assert "last_checkpoint" in log and "IGNORED" in log.upper()
-    assert "weights only" in log
+    assert "--overwrite: deleted the earlier run's" in log and "model_0000002.pth" in log
+    assert "Start training from iteration 0 to 2" in log and "weights only" in log
+    assert not (copy / "model_0000002.pth").exists()  # deleted; this 2-iteration run saves only model_final
+    assert torch.load(copy / "model_final.pth", weights_only=True)["iteration"] == 2
+    assert yaml.safe_load((copy / "config.yaml").read_text())["SOLVER"]["MAX_ITER"] == 2
+    events = set(glob.glob(str(copy / "events.out.tfevents.*")))
+    assert len(events) == 1 and not events & old_events
+    assert (copy / "log.txt").read_text().startswith(before["log.txt"][0].decode())
 
 
 def test_test_net_and_predictor_and_demo(trained, tmp_path):

@@ -177,3 +177,31 @@ def test_boxes_only_skip_segm(dataset):
         del b.extra_fields["mask"]
     metrics = evaluate_coco(dataset, preds)
     assert set(metrics) == {"bbox"} and metrics["bbox"]["AP"] == pytest.approx(100.0)
+
+
+def test_mask_threshold_changes_the_evaluated_masks(dataset, tmp_path):
+    """MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD reaches the pasted masks that are scored:
+    probabilities 0.7 on the left half of every mask, 1 on the right half."""
+    preds = to_original_size(gt_as_network_predictions())
+    for b in preds.values():
+        mask = torch.ones(len(b), 1, 28, 28)
+        mask[..., :14] = 0.7
+        b.add_field("mask", mask)
+    low = evaluate_coco(dataset, preds, output_dir=str(tmp_path / "low"))
+    high = evaluate_coco(dataset, preds, output_dir=str(tmp_path / "high"), mask_threshold=0.8)
+    assert high["bbox"] == low["bbox"]
+    assert low["segm"]["AP75"] == pytest.approx(100.0) and high["segm"]["AP75"] == 0.0
+
+    def areas(folder):
+        results = json.loads((tmp_path / folder / "coco_instances_results.json").read_text())
+        return np.array([mask_util.area(r["segmentation"]) for r in results], dtype=float)
+
+    ratio = areas("high") / areas("low")
+    assert ((ratio > 0.4) & (ratio < 0.6)).all(), ratio
+
+
+def test_evaluate_refuses_a_mask_threshold_below_one_half():
+    from maskrcnn.engine.inference import evaluate
+
+    with pytest.raises(ValueError, match="POSTPROCESS_MASKS_THRESHOLD is 0.3"):
+        evaluate(None, [], "", paste_rule="center", mask_threshold=0.3)

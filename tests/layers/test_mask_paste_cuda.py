@@ -1,10 +1,13 @@
 """Every implementation of mask pasting gives the same masks, bit for bit.
 
 Implementations: the pure-PyTorch path on the CPU (the oracle) and on CUDA, the CUDA kernel of
-``maskrcnn._C`` (``csrc/paste_masks``) and that extension's CPU reference op. Tests of the
-extension skip, with the reason, when ``maskrcnn._C`` is not built (build it with
-``FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 pip install -e . --no-build-isolation``); CUDA tests
-skip without a GPU. Nothing here compiles code.
+``maskrcnn._C`` (``csrc/paste_masks``) and that extension's CPU reference op. The CPU op and
+the host side of the kernel path (``mask_ops._kernel_counts``: windows packed per launch,
+offsets, RLE) run in every test session: the ``cpu_twin`` fixture (``conftest.py``) compiles
+the CPU half of the extension with the C++ compiler alone when ``maskrcnn._C`` is not built.
+Tests of the CUDA kernel skip, with the reason, when ``maskrcnn._C`` is not built (build it
+with ``FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 pip install -e . --no-build-isolation``); CUDA
+tests skip without a GPU.
 """
 import importlib
 import logging
@@ -16,6 +19,7 @@ import torch
 from maskrcnn.layers import _ext, mask_ops
 from maskrcnn.layers.mask_ops import masks_to_rle, paste_masks_in_image
 from maskrcnn.layers.mask_window import box_window
+from maskrcnn.layers.rle import compress_counts
 from test_mask_ops import coco_encode, random_boxes, random_masks
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -54,6 +58,9 @@ def paste_cases() -> Iterator[Case]:
         n, m = [0, 1, 40][seed % 3], [28, 14, 5][(seed // 3) % 3]
         dtype = torch.float16 if seed % 2 else torch.float32
         yield height, width, random_masks(gen, n, m, dtype), random_boxes(gen, n, height, width)
+    for seed, (height, width) in enumerate([(1, 1), (1, 61), (47, 1)]):  # 1x1, 1xN, Nx1 images
+        gen = torch.Generator().manual_seed(2000 + seed)
+        yield height, width, random_masks(gen, 12, 7, torch.float32), random_boxes(gen, 12, height, width)
     yield tie_case(torch.float32)
     yield tie_case(torch.float16)
 
@@ -72,15 +79,38 @@ def packed_windows(pasted: torch.Tensor, boxes: torch.Tensor):
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_extension_cpu_reference_matches_torch_path(case):
+def test_extension_cpu_reference_matches_torch_path(case, twin_ops):
     """The per-pixel code of the CUDA kernel, compiled for the host, equals the PyTorch path."""
-    ops = extension_ops()
     height, width, masks, boxes = case
     expected = paste_masks_in_image(masks, boxes, (height, width), impl="torch")
-    got = ops.paste_masks(masks[:, 0], boxes, height, width, 0.5)
+    got = twin_ops.paste_masks(masks[:, 0], boxes, height, width, 0.5)
     assert got.dtype == torch.bool and torch.equal(got, expected)
     packed, windows = packed_windows(expected, boxes)
-    assert torch.equal(ops.paste_masks_packed(masks[:, 0], boxes, windows, 0.5), packed)
+    assert torch.equal(twin_ops.paste_masks_packed(masks[:, 0], boxes, windows, 0.5), packed)
+
+
+@pytest.mark.parametrize("pack_bytes", [mask_ops.PACK_BYTES, 500, 1])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_kernel_counts_on_cpu_match_pycocotools(case, pack_bytes, twin_ops, monkeypatch):
+    """The host side of the kernel path (windows packed per launch, offsets, runs found in the
+    packed copy) through the CPU op: the RLEs pycocotools gives for the PyTorch path's masks.
+    A small PACK_BYTES splits the windows over many launches (1: one window per launch)."""
+    height, width, masks, boxes = case
+    monkeypatch.setattr(mask_ops, "PACK_BYTES", pack_bytes)
+    expected = [coco_encode(m)["counts"].decode()
+                for m in paste_masks_in_image(masks, boxes, (height, width), impl="torch")]
+    wins = [box_window(b, height, width) for b in boxes.double().tolist()]
+    counts = mask_ops._kernel_counts(masks[:, 0], boxes, wins, height, width, 0.5)
+    assert [compress_counts(c, height, width)["counts"] for c in counts] == expected
+
+
+def test_loader_reports_a_library_with_the_ops_once(twin_ops, caplog):
+    """A library registering both ops is used: one INFO line naming it, whatever the calls."""
+    _ext._reset()
+    with caplog.at_level(logging.INFO, logger="maskrcnn.layers._ext"):
+        assert _ext.paste_ops() is twin_ops and _ext.load_status() == (True, "")
+        assert _ext.paste_ops() is twin_ops
+    assert [r.getMessage() for r in caplog.records] == ["mask pasting: CUDA kernel from maskrcnn._C"]
 
 
 @requires_cuda

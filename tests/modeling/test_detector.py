@@ -47,12 +47,15 @@ def test_losses_pinned_under_seed():
     losses = {k: float(v.detach()) for k, v in model(images, targets).items()}
     expected = PINNED
     for k, v in expected.items():
-        assert losses[k] == pytest.approx(v, rel=1e-3, abs=1e-5), (k, losses[k], v)
+        assert losses[k] == pytest.approx(v, rel=1e-3, abs=1e-9), (k, losses[k], v)
 
 
-# Values printed by the code at the time this test was written (torch 2.14.1, CPU).
-PINNED = {"loss_objectness": 0.693782, "loss_rpn_box_reg": 0.003315, "loss_classifier": 1.418753,
-          "loss_mask": 1.068276}
+# Values printed by the code (torch 2.14.1, CPU). loss_objectness and loss_classifier moved
+# (0.693782 -> 0.693145, 1.418753 -> 1.414225) when the balanced sampler stopped waiting for the
+# device (its random draws changed, not its rule); the others, which do not depend on which
+# negatives are drawn, kept their values.
+PINNED = {"loss_objectness": 0.693145, "loss_rpn_box_reg": 0.003315, "loss_classifier": 1.414225,
+          "loss_box_reg": 1.481e-06, "loss_mask": 1.068276}
 
 
 def test_empty_ground_truth_gives_zero_box_and_mask_losses():

@@ -1,12 +1,13 @@
 """This project computes what torchvision's Mask R-CNN computes, given the same weights.
 
 torchvision's ``maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)`` gets seeded
-random weights, adjusted to make confident detections (``maskrcnn.utils.peers``); its state
+random weights, adjusted to make confident detections (``tests/peers.py``); its state
 dict goes through the torchvision converter into this project's model built from
 ``configs/torchvision/maskrcnn_resnet50_fpn.yaml``. Both run on the same images (several
 sizes; batches of 1 and 2) and must agree: RPN proposals, final boxes (<= 0.01 px), scores
-(<= 1e-4), labels (equal), masks (IoU >= 0.99 per instance at the original resolution);
-then the same through ``Predictor`` and through ``tools/test_net.py`` (same COCO AP).
+(<= 1e-4), labels (equal; >= 20 distinct ones per image), masks (every pixel not within 1e-5
+of the threshold, IoU >= 0.99 per instance of >= 200 pixels, at the original resolution);
+then the same through ``Predictor`` and through ``tools/test_net.py`` (COCO AP within 0.2).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIG = os.path.join(ROOT, "configs", "torchvision", "maskrcnn_resnet50_fpn.yaml")
 SIZES = [(480, 640), (600, 500), (333, 517)]  # (H, W): landscape, portrait, odd sizes
 BOX_TOL, SCORE_TOL, MASK_IOU = 0.01, 1e-4, 0.99
+TIE = 1e-5  # torchvision's pasted value this close to 0.5: float rounding decides the pixel
 
 
 def _cfg():
@@ -75,40 +77,54 @@ def runs(models, images):
             resized = [resize(im)[0] for im in batch]
             b = ours.preprocess(resized)
             assert b.image_sizes == image_list.image_sizes
-            our_props, _ = ours.rpn(ours.backbone(b.tensors), b.image_sizes)
+            our_props = ours.rpn.inference(ours.rpn(ours.backbone(b.tensors)), b.image_sizes)
             our_dets = ours.predict(resized)
         out.append((tv_props, tv_dets, our_props, our_dets))
     return out
 
 
-def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    inter = (a & b).sum().item()
-    union = (a | b).sum().item()
-    return 1.0 if union == 0 else inter / union
+def _check_masks(ours: torch.Tensor, values: torch.Tensor) -> None:
+    """``ours`` (N, H, W) bool against torchvision's pasted probabilities ``values`` (N, H, W):
+    every pixel whose value is farther than TIE from the 0.5 threshold is the same, and
+    masks of >= 200 pixels have IoU >= 0.99.
 
-
-def _check_masks(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    """IoU >= 0.99 per instance; masks under 200 pixels may differ by 2 pixels instead.
-
-    Pixels whose interpolated value is exactly at the threshold (common with saturated
-    probabilities) are decided by float32 rounding in torchvision and float64 tap positions
-    here; on a tiny mask one such pixel alone can cost more than 1% IoU.
+    Pixels whose interpolated value is at the threshold (common with saturated probabilities:
+    whole rows of a small mask can land on 0.5) are decided by float32 rounding in
+    torchvision and float64 tap positions here, so they may go either way.
     """
-    for a, b in zip(ours, theirs):
-        if b.sum() >= 200:
-            assert _iou(a, b) >= MASK_IOU
-        else:
-            assert (a != b).sum() <= 2
+    theirs = values > 0.5
+    wrong = ((ours != theirs) & ((values - 0.5).abs() > TIE)).flatten(1).sum(1)
+    assert not wrong.any(), f"pixels away from the threshold differ: {wrong.tolist()}"
+    inter, union = (ours & theirs).flatten(1).sum(1), (ours | theirs).flatten(1).sum(1)
+    large = theirs.flatten(1).sum(1) >= 200
+    assert (inter[large] >= MASK_IOU * union[large]).all()
+
+
+def _pair(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, d_tv: dict) -> list:
+    """For each torchvision detection, in order, the index of ours with the same label, the
+    box within BOX_TOL and the score within SCORE_TOL: the same position, except that
+    detections whose scores are tied within SCORE_TOL may come in either order."""
+    assert len(boxes) == len(d_tv["boxes"])
+    free = torch.ones(len(boxes), dtype=torch.bool)
+    pairs = []
+    for box, score, label in zip(d_tv["boxes"], d_tv["scores"], d_tv["labels"]):
+        ok = (free & (labels == label) & ((boxes - box).abs().amax(1) <= BOX_TOL)
+              & ((scores - score).abs() <= SCORE_TOL))
+        assert ok.any(), (box.tolist(), float(score), int(label))
+        pairs.append(int(ok.nonzero()[0]))
+        free[pairs[-1]] = False
+    return pairs
 
 
 def test_detections_are_confident(runs):
-    # The adjusted random model must make a full set of detections with spread-out scores,
-    # otherwise the comparisons below would be vacuous.
+    # The adjusted random model must make a full set of detections with spread-out scores
+    # and many classes (>= 20 labels in every compared image), otherwise the comparisons
+    # below would be vacuous: a label swap between two classes could go unnoticed.
     for _, tv_dets, _, _ in runs:
         for d in tv_dets:
             assert len(d["scores"]) == 100
             assert d["scores"].max() > 0.4 and d["scores"].min() < 0.3
-            assert len(d["labels"].unique()) > 5
+            assert len(d["labels"].unique()) >= 20
 
 
 def test_rpn_proposals_match(runs):
@@ -131,29 +147,22 @@ def test_final_detections_match(runs, images):
             h, w = images[k].shape[1:]
             k += 1
             d = d.resize((h, w))
-            assert len(d) == len(d_tv["boxes"])
-            assert torch.equal(d.get_field("labels"), d_tv["labels"])
-            assert (d.bbox - d_tv["boxes"]).abs().max() <= BOX_TOL
-            assert (d.get_field("scores") - d_tv["scores"]).abs().max() <= SCORE_TOL
+            pairs = _pair(d.bbox, d.get_field("scores"), d.get_field("labels"), d_tv)
             ours = paste_masks_in_image(d.get_field("mask"), d.bbox, (h, w), rule="torchvision")
-            theirs = d_tv["masks"][:, 0] > 0.5
-            _check_masks(ours, theirs)
-            assert sum(m.any() for m in theirs) > 50  # most masks are non-empty
+            _check_masks(ours[pairs], d_tv["masks"][:, 0])
+            assert (d_tv["masks"][:, 0] > 0.5).flatten(1).any(1).sum() > 50  # most masks are non-empty
 
 
 def test_predictor_matches(models, images, runs, tmp_path):
     tv, _, state = models
     weights = tmp_path / "converted.pth"
     torch.save({"model": state}, weights)
-    predictor = Predictor(_cfg(), str(weights))
+    predictor = Predictor.from_config(CONFIG, str(weights), opts=["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu"])
     out = predictor(images[0].permute(1, 2, 0).numpy())
     d_tv = runs[0][1][0]
-    assert torch.equal(out["labels"], d_tv["labels"])
-    assert (out["boxes"] - d_tv["boxes"]).abs().max() <= BOX_TOL
-    assert (out["scores"] - d_tv["scores"]).abs().max() <= SCORE_TOL
-    theirs = d_tv["masks"][:, 0] > 0.5
-    assert out["masks"].shape == theirs.shape
-    _check_masks(out["masks"], theirs)
+    pairs = _pair(out["boxes"], out["scores"], out["labels"], d_tv)
+    assert out["masks"].shape == d_tv["masks"][:, 0].shape
+    _check_masks(out["masks"][pairs], d_tv["masks"][:, 0])
 
 
 def _write_dataset(root, images, tv_dets):

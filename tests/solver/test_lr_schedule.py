@@ -1,4 +1,5 @@
 """Warmup + multi-step / cosine schedules and the optimizer's parameter groups."""
+import logging
 import math
 
 import pytest
@@ -86,3 +87,24 @@ def test_optimizer_groups_bias_lr_and_decay():
     cfg.SOLVER.LR_SCHEDULER = "Nope"
     with pytest.raises(ValueError, match="LR_SCHEDULER"):
         make_lr_scheduler(cfg, opt)
+
+
+def test_steps_not_below_max_iter_are_named_in_a_warning(caplog):
+    """Issue 10 #5: SOLVER.STEPS beyond MAX_ITER silently never decayed the LR."""
+    cfg = get_cfg()
+    cfg.SOLVER.MAX_ITER = 100
+    cfg.SOLVER.STEPS = (60, 100, 250)
+    opt = _opt()
+    with caplog.at_level(logging.WARNING, logger="maskrcnn.solver.build"):
+        sched = make_lr_scheduler(cfg, opt)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("SOLVER.STEPS (60, 100, 250): 100, 250 are not below SOLVER.MAX_ITER 100")
+    assert sched.milestones == [60, 100, 250]  # a warning, not a change
+    caplog.clear()
+    cfg.SOLVER.STEPS = (60, 99)  # 99: the LR of iteration 100 (the last) is decayed
+    with caplog.at_level(logging.WARNING, logger="maskrcnn.solver.build"):
+        make_lr_scheduler(cfg, _opt())
+        cfg.SOLVER.STEPS, cfg.SOLVER.LR_SCHEDULER = (500,), "WarmupCosineLR"  # cosine ignores STEPS
+        make_lr_scheduler(cfg, _opt())
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -198,7 +198,9 @@ def test_to_moves_tensor_fields():
     assert meta.bbox.device.type == "meta"
     assert meta.get_field("labels").device.type == "meta"
     assert meta.get_field("scores").device.type == "meta"
-    assert meta.get_field("masks") is bl.get_field("masks")  # masks stay on the CPU
+    masks = meta.get_field("masks")  # polygon points move; part tables and RLEs stay on the host
+    assert masks.points.device.type == "meta" and masks.part_ptr.device.type == "cpu"
+    assert masks.rles == bl.get_field("masks").rles and masks.size == bl.size
     assert meta.get_field("note") == "x"
     assert meta.size == bl.size
     back = bl.to(torch.device("cpu"))

@@ -4,7 +4,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from maskrcnn.structures import segmentation_mask as sm
+from maskrcnn.structures import mask_targets as mask_targets_module
 from maskrcnn.structures.segmentation_mask import InstanceMasks
 
 # pycocotools' decode triggers a NumPy 2 deprecation warning on every call
@@ -424,5 +424,5 @@ def test_batched_equals_one_at_a_time(monkeypatch):
     assert torch.equal(batched, single)
     assert batched.sum() > 0
     # the same with the point-in-polygon test split into many small chunks
-    monkeypatch.setattr(sm, "_MAX_ELEMS", 3 * m * m * 14)
+    monkeypatch.setattr(mask_targets_module, "_MAX_ELEMS", 3 * m * m * 14)
     assert torch.equal(masks.crop_and_resize(boxes, idx, m), batched)

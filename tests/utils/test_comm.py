@@ -45,7 +45,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_single_process_defaults(monkeypatch):
+def test_single_process_defaults(monkeypatch, no_launcher_env):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert comm.get_world_size() == 1
@@ -72,16 +72,76 @@ def test_local_rank_from_env_or_arg(monkeypatch):
     assert comm.local_rank_from_env_or_arg(5) == 1
 
 
-def test_two_process_gloo(tmp_path):
+@pytest.fixture
+def no_launcher_env(monkeypatch):
+    """An environment without torchrun's or slurm's variables."""
+    for key in list(os.environ):
+        if key.startswith("SLURM_") or key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            monkeypatch.delenv(key)
+
+
+SRUN_TASK = {"SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "8",
+             "SLURM_STEP_ID": "0", "SLURM_JOB_ID": "123456", "SLURM_STEP_NODELIST": "gpu-a[07-08,11],gpu-b1",
+             "SLURM_JOB_NODELIST": "gpu-a[01-20]"}
+
+
+def test_rank_and_world_size_from_an_srun_task(no_launcher_env):
+    assert comm.slurm_launch_env(SRUN_TASK) == {
+        "RANK": "3", "WORLD_SIZE": "8",  # the step's tasks, not the allocation's 16
+        "LOCAL_RANK": "1", "MASTER_ADDR": "gpu-a07", "MASTER_PORT": str(20000 + 123456 % 10000)}
+    # An older slurm without SLURM_STEP_NUM_TASKS: the step id says srun started us.
+    older = {k: v for k, v in SRUN_TASK.items() if k != "SLURM_STEP_NUM_TASKS"}
+    assert comm.slurm_launch_env(older)["WORLD_SIZE"] == "16"
+    # MASTER_ADDR / MASTER_PORT set by the user are kept.
+    given = dict(SRUN_TASK, MASTER_ADDR="10.0.0.1", MASTER_PORT="1234")
+    assert "MASTER_ADDR" not in comm.slurm_launch_env(given) and "MASTER_PORT" not in comm.slurm_launch_env(given)
+
+
+def test_slurm_is_ignored_under_torchrun_and_in_a_batch_script(no_launcher_env):
+    assert comm.slurm_launch_env(dict(SRUN_TASK, RANK="0", WORLD_SIZE="2")) is None  # torchrun wins
+    batch_script = {"SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_JOB_ID": "5", "SLURM_JOB_NODELIST": "n[1-2]"}
+    assert comm.slurm_launch_env(batch_script) is None  # one process: it must not wait for 7 others
+    assert comm.slurm_launch_env({}) is None
+
+
+def test_first_host_of_a_compressed_nodelist(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no scontrol: the parser
+    assert comm.first_slurm_host("gpu-a[07-08,11],gpu-b1") == "gpu-a07"
+    assert comm.first_slurm_host("rack[2-3]-node[010-012]") == "rack2-node010"
+    assert comm.first_slurm_host("node5,node6") == "node5"
+    assert comm.first_slurm_host("localhost") == "localhost"
+    scontrol = tmp_path / "scontrol"  # with scontrol, its answer
+    scontrol.write_text("#!/bin/sh\necho expanded-$3-1\necho second\n")
+    scontrol.chmod(0o755)
+    assert comm.first_slurm_host("n[1-2]") == "expanded-n[1-2]-1"
+
+
+def test_export_slurm_env_sets_the_variables_init_distributed_reads(no_launcher_env, monkeypatch):
+    for key, value in SRUN_TASK.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LOCAL_RANK", "0")  # given by --local_rank: kept
+    assert comm.export_slurm_env()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("3", "8", "0")
+    assert os.environ["MASTER_PORT"] == "23456"
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "srun"])
+def test_two_process_gloo(tmp_path, launcher):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     port = _free_port()
     procs = []
     for rank in range(2):
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")
+               and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+        if launcher == "torchrun":
+            env.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
+        else:  # what srun gives each task; the address comes from the node list
+            env.update(SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_STEP_NUM_TASKS="2",
+                       SLURM_NTASKS="2", SLURM_STEP_ID="0", SLURM_JOB_ID="77", SLURM_STEP_NODELIST="localhost")
+            env.pop("MASTER_ADDR", None)
         env.update(
-            RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
-            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), CUDA_VISIBLE_DEVICES="",
+            MASTER_PORT=str(port), CUDA_VISIBLE_DEVICES="",
             OMP_NUM_THREADS="1",
             PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]),
         )

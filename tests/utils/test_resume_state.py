@@ -8,7 +8,7 @@ import torch
 
 from maskrcnn.data.build import SeededBatchSampler
 from maskrcnn.data.samplers import GroupedBatchSampler, IterationBasedBatchSampler, TrainingSampler
-from maskrcnn.engine.launch import get_rng_states, set_rng_states
+from maskrcnn.engine.resume import get_rng_states, set_rng_states
 
 GROUPS = [0, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 1, 0]
 

@@ -1,10 +1,10 @@
-"""Pieces shared by the format converters: renaming rules, frozen-BN arithmetic, class-layout
-changes and reading the architecture back from converted weights."""
+"""Pieces shared by the format converters: input conventions, renaming rules, frozen-BN
+arithmetic, class-layout changes and reading the architecture back from converted weights."""
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torchvision.ops import FrozenBatchNorm2d
@@ -15,26 +15,37 @@ from .report import ConversionReport
 # scale = weight * rsqrt(running_var + BN_EPS); read the eps from it rather than restating it.
 BN_EPS: float = float(FrozenBatchNorm2d(1).eps)
 
-# Input conventions of the peers, as this project's config keys.
-RGB_01 = {
-    "INPUT.TO_BGR255": False,
-    "INPUT.PIXEL_MEAN": [0.485, 0.456, 0.406],
-    "INPUT.PIXEL_STD": [0.229, 0.224, 0.225],
-    "MODEL.RESNETS.STRIDE_IN_1X1": False,
-    "MODEL.ROI_BOX_HEAD.POOLER_ALIGNED": False,
-    "MODEL.ROI_MASK_HEAD.POOLER_ALIGNED": False,
-}
-BGR_255 = {
-    "INPUT.TO_BGR255": True,
-    "INPUT.PIXEL_MEAN": [102.9801, 115.9465, 122.7717],
-    "INPUT.PIXEL_STD": [1.0, 1.0, 1.0],
-    "MODEL.RESNETS.STRIDE_IN_1X1": True,
-    "MODEL.ROI_BOX_HEAD.POOLER_ALIGNED": False,
-    "MODEL.ROI_MASK_HEAD.POOLER_ALIGNED": False,
-}
 
-Target = Union[str, Callable[[re.Match], str]]
-Rule = Tuple[str, Target]
+def input_config(*, bgr255: bool, mean: Sequence[float], std: Sequence[float], stride_in_1x1: bool,
+                 aligned: bool = False) -> Dict[str, Any]:
+    """An input convention as this project's config keys.
+
+    Args:
+        bgr255: BGR images in 0..255 (else RGB in 0..1).
+        mean: per-channel mean subtracted, in that order and range.
+        std: per-channel divisor.
+        stride_in_1x1: ResNet stride in the 1x1 conv (MSRA) instead of the 3x3 (torchvision).
+        aligned: ROIAlign with the half-pixel offset (detectron2).
+
+    Returns:
+        ``{"INPUT.TO_BGR255": ..., ..., "MODEL.ROI_MASK_HEAD.POOLER_ALIGNED": ...}``.
+    """
+    return {"INPUT.TO_BGR255": bgr255, "INPUT.PIXEL_MEAN": list(mean), "INPUT.PIXEL_STD": list(std),
+            "MODEL.RESNETS.STRIDE_IN_1X1": stride_in_1x1,
+            "MODEL.ROI_BOX_HEAD.POOLER_ALIGNED": aligned, "MODEL.ROI_MASK_HEAD.POOLER_ALIGNED": aligned}
+
+
+# Input conventions of the peers: torchvision's, and the MSRA / Caffe2 one of Detectron and
+# maskrcnn-benchmark.
+RGB_01 = input_config(bgr255=False, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
+                      stride_in_1x1=False)
+BGR_255 = input_config(bgr255=True, mean=[102.9801, 115.9465, 122.7717], std=[1.0, 1.0, 1.0],
+                       stride_in_1x1=True)
+# The per-channel std of the ResNeXt ImageNet models (BGR 0..255), used by both peers' X-101 recipes.
+RESNEXT_STD = [57.375, 57.120, 58.395]
+
+Target = Callable[[re.Match], str]
+Rule = Tuple[re.Pattern, Target]
 
 NOT_A_TENSOR = "not a tensor"
 NO_COUNTERPART = "no counterpart in this project's model"
@@ -42,21 +53,72 @@ BN_COUNTER = "BatchNorm step counter (frozen BN has none)"
 ANCHORS = "anchor buffers (recomputed from the config)"
 CLASSIFIER = "ImageNet classifier"
 
-
-def compile_rules(rules: Sequence[Rule]) -> Sequence[Tuple[re.Pattern, Target]]:
-    return [(re.compile(p), t) for p, t in rules]
+_FIELD = re.compile(r"\{(\d+)(?:([+-]\d+)|:(\w+))?\}")
 
 
-def rename(key: str, rules: Sequence[Tuple[re.Pattern, Target]]) -> Optional[str]:
-    """Our name for ``key`` from the first rule whose pattern matches all of it, else None."""
+def _template(target: str, lookups: Mapping[str, Mapping[str, Any]]) -> Target:
+    """The function that fills the ``{N}``, ``{N+K}`` and ``{N:table}`` fields of ``target``."""
+    for field in _FIELD.finditer(target):
+        if field[3] is not None and field[3] not in lookups:
+            raise ValueError(f"rule target '{target}' uses the unknown lookup '{field[3]}'")
+
+    def fill(field: re.Match, m: re.Match) -> str:
+        group, shift, table = field[1], field[2], field[3]
+        value = m[int(group)]
+        if shift is not None:
+            return str(int(value) + int(shift))
+        return str(lookups[table][value]) if table is not None else value
+
+    return lambda m: _FIELD.sub(lambda field: fill(field, m), target)
+
+
+def rule_table(text: str, lookups: Optional[Mapping[str, Mapping[str, Any]]] = None) -> List[Rule]:
+    """Renaming rules from a two-column table: a regex for a whole source name, then our name.
+
+    In our name, ``{N}`` is group N of the match, ``{N-K}`` / ``{N+K}`` that group as an integer
+    shifted by K (detectron2's ``res2`` is our ``layer1``), and ``{N:table}`` that group looked
+    up in ``lookups[table]`` (Caffe2's ``_w`` suffix is our ``weight``). Blank lines and lines
+    starting with ``#`` are ignored.
+
+    Args:
+        text: one rule per line, the two columns separated by spaces.
+        lookups: named tables for the ``{N:table}`` fields.
+
+    Returns:
+        ``(compiled pattern, target)`` pairs in the table's order, for ``rename``.
+
+    Raises:
+        ValueError: a line without exactly two columns, or an unknown lookup.
+    """
+    rules = []
+    for line in text.splitlines():
+        columns = line.split()
+        if not columns or columns[0].startswith("#"):
+            continue
+        if len(columns) != 2:
+            raise ValueError(f"a renaming rule needs a pattern and a target: '{line.strip()}'")
+        rules.append((re.compile(columns[0]), _template(columns[1], lookups or {})))
+    return rules
+
+
+def rename(key: str, rules: Sequence[Rule]) -> Optional[str]:
+    """Our name for ``key`` from the first rule whose pattern matches all of it.
+
+    Args:
+        key: a source tensor name.
+        rules: from ``rule_table``.
+
+    Returns:
+        Our name, or None when no rule matches.
+    """
     for pattern, target in rules:
         m = pattern.fullmatch(key)
         if m is not None:
-            return target(m) if callable(target) else m.expand(target)
+            return target(m)
     return None
 
 
-def apply_rules(state: Mapping[str, Any], rules: Sequence[Tuple[re.Pattern, Target]],
+def apply_rules(state: Mapping[str, Any], rules: Sequence[Rule],
                 skips: Sequence[Tuple[str, str]], report: ConversionReport) -> "OrderedDict[str, torch.Tensor]":
     """Renames every tensor of ``state``; records mapped and skipped names in ``report``.
 
@@ -88,13 +150,15 @@ def apply_rules(state: Mapping[str, Any], rules: Sequence[Tuple[re.Pattern, Targ
     return out
 
 
-def strip_module_prefix(state: Mapping[str, Any]) -> "OrderedDict[str, Any]":
-    """Removes the ``module.`` that (Distributed)DataParallel puts before every name."""
-    return OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items())
-
-
 def frozen_bn_prefixes(state: Mapping[str, torch.Tensor]) -> Iterable[str]:
-    """Prefixes (``backbone.body.layer1.0.bn1.``) of the ResNet norm layers in our names."""
+    """The ResNet norm layers of a converted state dict.
+
+    Args:
+        state: our names -> tensors.
+
+    Returns:
+        Their prefixes, e.g. ``backbone.body.layer1.0.bn1.``.
+    """
     pattern = re.compile(r"(backbone\.body\.(?:.*\.)?(?:bn\d|downsample\.1)\.)weight")
     return [m.group(1) for m in map(pattern.fullmatch, list(state)) if m]
 
@@ -148,7 +212,13 @@ def adjust_no_eps_bn(state: "OrderedDict[str, torch.Tensor]", report: Conversion
 def fill_default_bn_stats(state: "OrderedDict[str, torch.Tensor]", report: ConversionReport,
                           model_state: Optional[Mapping[str, Any]] = None) -> None:
     """Adds running_mean 0 / running_var 1 to frozen BN layers that have only weight and bias,
-    the defaults of a peer whose BN uses the same eps (detectron2)."""
+    the defaults of a peer whose BN uses the same eps (detectron2).
+
+    Args:
+        state: our names -> tensors, changed in place.
+        report: annotated with what changed.
+        model_state: when given, running stats are only added where the model has them.
+    """
     for prefix in frozen_bn_prefixes(state):
         if not _needs_running_stats(prefix, model_state) or f"{prefix}running_var" in state:
             continue
@@ -159,7 +229,14 @@ def fill_default_bn_stats(state: "OrderedDict[str, torch.Tensor]", report: Conve
 
 
 def background_last_to_first(t: torch.Tensor) -> torch.Tensor:
-    """Rows ``[c_1..c_K, bg]`` -> ``[bg, c_1..c_K]`` (class scores)."""
+    """Moves the background row of class scores from last to first.
+
+    Args:
+        t: ``(K + 1, ...)`` rows ``[c_1..c_K, bg]``.
+
+    Returns:
+        ``(K + 1, ...)`` rows ``[bg, c_1..c_K]``.
+    """
     return torch.cat([t[-1:], t[:-1]])
 
 

@@ -84,7 +84,12 @@ class ConversionReport:
                 return
 
     def compare_with_model(self, state: Mapping[str, Any], model_state: Mapping[str, Any]) -> None:
-        """Fills ``uninitialised``, ``shape_mismatch`` and ``unused`` against a model's state dict."""
+        """Fills ``uninitialised``, ``shape_mismatch`` and ``unused`` against a model's state dict.
+
+        Args:
+            state: the converted state dict (our names).
+            model_state: the target model's ``state_dict()``.
+        """
         self.uninitialised = [k for k in model_state if k not in state]
         self.unused = [k for k in state if k not in model_state]
         self.shape_mismatch = [
@@ -144,7 +149,12 @@ class ConversionReport:
         return "\n".join(lines)
 
     def log(self, logger: Optional[logging.Logger] = None, where: str = "") -> None:
-        """Logs the report: counts and tables at INFO/WARNING, the full mapping at DEBUG."""
+        """Logs the report: counts and tables at INFO/WARNING, the full mapping at DEBUG.
+
+        Args:
+            logger: where to log; this module's logger when None.
+            where: the file the weights came from, for the first line.
+        """
         logger = logger or logging.getLogger(__name__)
         head = f"converted weights{f' from {where}' if where else ''} -- "
         level = logging.WARNING if (self.uninitialised or self.shape_mismatch) else logging.INFO

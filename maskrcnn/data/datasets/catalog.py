@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from maskrcnn.data.datasets.shapes import ensure_shapes_dataset
 from maskrcnn.data.image_io import ImageFileNotFoundError
+from maskrcnn.utils.errors import DataError
 
 __all__ = ["resolve_dataset", "known_datasets", "UnknownDatasetError", "BUILTIN_COCO",
            "SHAPES_SPLITS", "SHAPES_TRAIN_IMAGES", "SHAPES_VAL_IMAGES",
@@ -41,7 +42,7 @@ SHAPES_SPLITS: Dict[str, tuple] = {
 }
 
 
-class UnknownDatasetError(KeyError):
+class UnknownDatasetError(DataError, KeyError):
     """A dataset name that is neither a CATALOG entry nor built in."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message

@@ -35,6 +35,16 @@ Classification:
   annotation whose box has zero or negative size, lies outside the image, whose
   segmentation is empty or has no valid polygon part left is dropped from the targets.
   Crowd annotations are never targets; only their errors are reported.
+* where the segmentation lies (targets only, :mod:`~maskrcnn.data.datasets.segmentation_check`): a
+  polygon part partly outside the image is clipped to it and one wholly outside (or flat:
+  no area) is dropped (repaired, counted; the pixels inside the image are unchanged). When
+  parts existed but none has an area inside the image, or when the segmentation (polygons or
+  RLE) shares no area with the box, it is an error: the box says there is an object where
+  the mask says there is none, so one of the two is wrong (coordinates of another image or
+  frame, x/y swapped) and training would learn an all-zero mask inside a real box. An RLE
+  without a foreground pixel is an empty segmentation (annotation dropped).
+* images without usable annotations are counted in the summary line (training leaves them
+  out, see ``COCODataset(filter_empty=True)``).
 * converted (information): 16-bit, CMYK, palette, grayscale, alpha and EXIF-oriented
   images, which :func:`~maskrcnn.data.image_io.read_image_rgb` turns into 8-bit RGB.
 
@@ -52,13 +62,14 @@ import os
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from maskrcnn.data.datasets.image_check import check_image_files
-from maskrcnn.data.datasets.report import ERROR, REPAIRED, DatasetReport
+from maskrcnn.data.datasets.report import ERROR, REPAIRED, DatasetReport, Issues, note as _note
+from maskrcnn.data.datasets.segmentation_check import is_number as _is_number
+from maskrcnn.data.datasets.segmentation_check import parse_segmentation, place_segmentation
 
 __all__ = ["CHECK_LEVELS", "CheckResult", "ParsedInstance", "check_dataset", "read_annotation_json",
            "parse_annotation", "check_image_files"]
 
 CHECK_LEVELS = ("annotations", "header", "full")
-Issues = Optional[List[Tuple[str, str, str]]]  # (level, kind, detail), None: do not record
 
 
 class ParsedInstance(NamedTuple):
@@ -100,6 +111,7 @@ def check_dataset(ann_file: str, img_dir: str, name: str, images: str = "header"
     cat_ids = _check_categories(data["categories"], report)
     valid_images = _check_images(data["images"], report)
     usable = _check_annotations(data["annotations"], valid_images, cat_ids, report)
+    report.num_images_unused = sum(1 for ids in usable.values() if not ids)
     if images != "annotations":
         check_image_files(valid_images, img_dir, report, full_decode=images == "full")
     return CheckResult(data, report, usable)
@@ -139,10 +151,6 @@ def read_annotation_json(ann_file: str, report: DatasetReport) -> Optional[Dict[
 
 def _is_id(value: Any) -> bool:
     return type(value) in (int, str)  # exact types: JSON gives no subclasses, and bool is not an id
-
-
-def _is_number(value: Any) -> bool:
-    return type(value) in (int, float)
 
 
 def _check_categories(categories: List[Any], report: DatasetReport) -> set:
@@ -245,25 +253,23 @@ def parse_annotation(ann: Dict[str, Any], size: Tuple[int, int], issues: Issues 
         issues: list to append ``(level, kind, detail)`` findings to; None records nothing.
 
     Returns:
-        The instance, or None when it is a crowd region or has to be dropped.
+        The instance (its box and polygon parts clipped to the image), or None when it is a
+        crowd region or has to be dropped (or is an error).
     """
     crowd = bool(ann.get("iscrowd", 0))
     box_issues: Issues = [] if issues is not None else None
     seg_issues: Issues = [] if issues is not None else None
     box = _parse_box(ann.get("bbox"), size, box_issues)
-    seg = _parse_segmentation(ann.get("segmentation"), size, seg_issues)
+    seg = parse_segmentation(ann.get("segmentation"), size, seg_issues)
+    if seg is not None and box is not None and not crowd:
+        seg = place_segmentation(seg, box, size, seg_issues)
     if box_issues or seg_issues:
         # Repairs are counted for annotations that are targets (and once per dropped one).
         issues.extend(i for i in box_issues if i[0] == ERROR or not crowd)
         issues.extend(i for i in seg_issues if i[0] == ERROR or (not crowd and box is not None))
     if crowd or box is None or seg is None:
         return None
-    return ParsedInstance(box, ann["category_id"], seg[0], seg[1])
-
-
-def _note(issues: Issues, level: str, kind: str, detail: str) -> None:
-    if issues is not None:
-        issues.append((level, kind, detail))
+    return ParsedInstance(box, ann["category_id"], seg.polygons, seg.rle)
 
 
 def _parse_box(bbox: Any, size: Tuple[int, int], issues: Issues) -> Optional[Tuple[float, ...]]:
@@ -291,58 +297,3 @@ def _parse_box(bbox: Any, size: Tuple[int, int], issues: Issues) -> Optional[Tup
     if box != (x, y, x + bw, y + bh):
         _note(issues, REPAIRED, "box clipped", f"bbox {list(bbox)} clipped to the {w}x{h} image")
     return box
-
-
-def _parse_segmentation(seg: Any, size: Tuple[int, int], issues: Issues
-                        ) -> Optional[Tuple[Optional[List[List[float]]], Optional[dict]]]:
-    """``(polygons, None)`` or ``(None, rle)``; None when empty, degenerate or malformed."""
-    if isinstance(seg, dict):
-        return _parse_rle(seg, size, issues)
-    if seg is None or (isinstance(seg, (list, tuple)) and len(seg) == 0):
-        _note(issues, REPAIRED, "annotation dropped (empty segmentation)", "no segmentation")
-        return None
-    if not isinstance(seg, (list, tuple)):
-        _note(issues, ERROR, "malformed segmentation", f"a {type(seg).__name__} is neither polygons nor RLE")
-        return None
-    if _is_number(seg[0]):
-        _note(issues, ERROR, "malformed segmentation",
-              "a flat list of numbers; polygons are a list of lists [[x1, y1, x2, y2, ...], ...]")
-        return None
-    parts = []
-    for k, part in enumerate(seg):
-        try:
-            total = sum(part)  # one C loop rejects non-numbers and, via the sum, NaN / inf
-        except TypeError:
-            _note(issues, ERROR, "malformed polygon", f"part {k} is not a list of numbers")
-            return None
-        if not math.isfinite(total):
-            _note(issues, ERROR, "non-finite polygon", f"part {k} holds NaN or infinity")
-            return None
-        if len(part) % 2:
-            _note(issues, REPAIRED, "polygon part dropped (odd coordinate count)",
-                  f"part {k} has {len(part)} coordinates")
-        elif len(part) < 6:
-            _note(issues, REPAIRED, "polygon part dropped (< 3 points)", f"part {k} has {len(part) // 2} points")
-        else:
-            parts.append(part)
-    if not parts:
-        _note(issues, REPAIRED, "annotation dropped (no valid polygon)", f"none of {len(seg)} parts is valid")
-        return None
-    return parts, None
-
-
-def _parse_rle(seg: dict, size: Tuple[int, int], issues: Issues) -> Optional[Tuple[None, dict]]:
-    try:
-        rle_size = tuple(int(v) for v in seg["size"])
-        counts = seg["counts"]
-    except (KeyError, TypeError, ValueError):
-        _note(issues, ERROR, "malformed RLE", "an RLE needs 'counts' and 'size': [height, width]")
-        return None
-    if rle_size != tuple(size):
-        _note(issues, ERROR, "RLE size mismatch",
-              f"RLE size (h, w) = {rle_size} but the image is (h, w) = {tuple(size)} in the JSON")
-        return None
-    if not counts:
-        _note(issues, REPAIRED, "annotation dropped (empty segmentation)", "RLE with empty counts")
-        return None
-    return None, seg

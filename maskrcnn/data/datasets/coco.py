@@ -81,10 +81,13 @@ class COCODataset(torch.utils.data.Dataset):
     """COCO-format dataset yielding ``(image_uint8_CHW, target, info)``.
 
     The annotations are checked on construction (and the image files, per ``check``):
-    errors raise :class:`DatasetError`; boxes are clipped to the image and degenerate
-    polygon parts, empty boxes and annotations without a valid segmentation are left out
-    of the targets (train and test alike), as are crowd annotations. One summary line is
-    logged. In training with ``filter_empty``, images left without instances are removed.
+    errors raise :class:`DatasetError` (among them a segmentation with no area in the image or
+    none inside its box: no target has an all-zero mask inside its box); boxes and polygon
+    parts are clipped to the image, and degenerate polygon parts, empty boxes and annotations
+    without a valid segmentation are left out of the targets (train and test alike), as are
+    crowd annotations. :meth:`get_target` builds the targets with the same rules
+    (:func:`~maskrcnn.data.datasets.check.parse_annotation`). One summary line is logged. In
+    training with ``filter_empty``, images left without instances are removed.
 
     Args:
         ann_file: COCO json annotation file.

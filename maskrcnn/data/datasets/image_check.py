@@ -1,14 +1,16 @@
 """Checks of the image files of a COCO-format dataset against its JSON entries.
 
 Part of :mod:`maskrcnn.data.datasets.check` (see there for what is checked when): each file
-is opened (header only, or fully decoded), and missing, unreadable and mis-sized files are
-errors, images that :func:`~maskrcnn.data.image_io.read_image_rgb` converts are counted.
+is opened (header only, or fully decoded), and missing, empty (0 bytes), unreadable and
+mis-sized files are errors, images that :func:`~maskrcnn.data.image_io.read_image_rgb`
+converts are counted. A missing file whose name exists with other letter case (``IMG_1.JPG``
+for ``img_1.jpg``: found on macOS and Windows, not on Linux) names the file that exists.
 """
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from maskrcnn.data.datasets.report import CONVERTED, ERROR, DatasetReport
 from maskrcnn.data.image_io import ImageFileNotFoundError, ImageHeader, inspect_image
@@ -39,13 +41,50 @@ def check_image_files(images: Dict[Any, dict], img_dir: str, report: DatasetRepo
                        for r in chunk]
     else:
         results = _inspect_all(paths, full_decode)
+    listings: Dict[str, Dict[str, List[str]]] = {}
     for img, path, result in zip(entries, paths, results):
         if isinstance(result, ImageFileNotFoundError):
-            report.add(ERROR, "missing image file", path, img["id"], detail="no such file")
+            other = _other_case(img_dir, img["file_name"], listings)
+            detail = f"no such file: {img['file_name']}; did you mean {other}?" if other else "no such file"
+            report.add(ERROR, "missing image file", path, img["id"], detail=detail)
         elif isinstance(result, Exception):
-            report.add(ERROR, "unreadable image", path, img["id"], detail=str(result))
+            if _is_empty(path):
+                report.add(ERROR, "empty image file", path, img["id"], detail="empty file (0 bytes)")
+            else:
+                report.add(ERROR, "unreadable image", path, img["id"], detail=str(result))
         else:
             _check_header(img, path, result, report, full_decode)
+
+
+def _is_empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
+
+
+def _other_case(img_dir: str, file_name: str, listings: Dict[str, Dict[str, List[str]]]
+                ) -> Optional[str]:
+    """The existing file whose path (under ``img_dir``) equals ``file_name`` but for letter
+    case, component by component, or None. Directory listings are cached in ``listings``."""
+    parts = [p for p in file_name.replace(os.sep, "/").split("/") if p not in ("", ".")]
+    found: List[str] = []
+    for part in parts:
+        folder = os.path.join(img_dir, *found)
+        if folder not in listings:
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                names = []
+            by_lower: Dict[str, List[str]] = {}
+            for name in names:
+                by_lower.setdefault(name.lower(), []).append(name)
+            listings[folder] = by_lower
+        candidates = listings[folder].get(part.lower(), [])
+        if not candidates:
+            return None
+        found.append(part if part in candidates else sorted(candidates)[0])
+    return "/".join(found) if found and found != parts else None
 
 
 def _inspect_all(paths: List[str], full_decode: bool) -> List[Any]:

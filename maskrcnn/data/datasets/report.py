@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-__all__ = ["Finding", "DatasetReport", "DatasetError", "ERROR", "REPAIRED", "CONVERTED"]
+from ...utils.errors import DataError
+
+__all__ = ["Finding", "DatasetReport", "DatasetError", "ERROR", "REPAIRED", "CONVERTED", "Issues", "note"]
 
 ERROR, REPAIRED, CONVERTED = "error", "repaired", "converted"
 LEVELS = (ERROR, REPAIRED, CONVERTED)
@@ -24,6 +26,15 @@ LEVELS = (ERROR, REPAIRED, CONVERTED)
 DETAIL_LIMIT = 1000
 MESSAGE_LIMIT = 20  # problems listed in a DatasetError message
 _PLURALS = (("box ", "boxes "), ("annotation ", "annotations "), ("polygon part ", "polygon parts "))
+
+#: Findings of one annotation, ``(level, kind, detail)``; None: do not record.
+Issues = Optional[List[Tuple[str, str, str]]]
+
+
+def note(issues: Issues, level: str, kind: str, detail: str) -> None:
+    """Append one finding to ``issues`` (nothing when it is None)."""
+    if issues is not None:
+        issues.append((level, kind, detail))
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,7 @@ class DatasetReport:
         self.name, self.ann_file, self.img_dir = name, ann_file, img_dir
         self.num_images = 0
         self.num_annotations = 0
+        self.num_images_unused = 0  # well-formed images without a usable annotation
         self.counts: Dict[str, Counter] = {level: Counter() for level in LEVELS}
         self.findings: Dict[str, List[Finding]] = {level: [] for level in LEVELS}
 
@@ -99,15 +111,22 @@ class DatasetReport:
         return sum(self.counts[level].values())
 
     def summary(self) -> str:
-        """One line: ``name: N images, M annotations; E errors; repaired: ...; converted: ...``."""
+        """One line: ``name: N images, M annotations; U images without usable annotations
+        (...); E errors; repaired: ...; converted: ...``."""
         parts = [f"{self.name}: {self.num_images} images, {self.num_annotations} annotations"]
+        not_problems = 1  # parts that are no problem: counts, unused images
+        if self.num_images_unused:
+            n = self.num_images_unused
+            parts.append(f"{n} image{'s' if n != 1 else ''} without usable annotations (training leaves "
+                         f"{'them' if n != 1 else 'it'} out)")
+            not_problems += 1
         if self.errors:
             parts.append(f"{len(self.errors)} error{'s' if len(self.errors) != 1 else ''}")
         for level in (REPAIRED, CONVERTED):
             if self.counts[level]:
                 items = sorted(self.counts[level].items(), key=lambda kv: (-kv[1], kv[0]))
                 parts.append(f"{level}: " + ", ".join(_count_label(k, n) for k, n in items))
-        if len(parts) == 1:
+        if len(parts) == not_problems:
             parts.append("no problems")
         return "; ".join(parts)
 
@@ -127,7 +146,7 @@ class DatasetReport:
             raise DatasetError(self)
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError, ValueError):
     """A dataset has problems that must be fixed before training or evaluation.
 
     The message lists the first problems (each with its annotation / image id and file),

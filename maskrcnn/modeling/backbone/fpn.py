@@ -17,28 +17,33 @@ class FPN(nn.Module):
         in_shapes: shapes of C2..C5.
         out_channels: channels of every pyramid level.
         norm: "" or "GN" after each conv.
+        gn_groups, gn_eps, gn_dim_per_group: GroupNorm groups (at most the channels), epsilon, and
+            channels per group (used instead of ``gn_groups`` when positive).
     """
 
     def __init__(self, *, in_shapes: Sequence[ShapeSpec], out_channels: int = 256, norm: str = "",
-                 gn_groups: int = 32) -> None:
+                 gn_groups: int = 32, gn_eps: float = 1e-5, gn_dim_per_group: int = -1) -> None:
         super().__init__()
         self.inner_blocks = nn.ModuleList()
         self.layer_blocks = nn.ModuleList()
+        gn = (gn_groups, gn_eps, gn_dim_per_group)
         for shape in in_shapes:
-            self.inner_blocks.append(self._conv(shape.channels, out_channels, 1, norm, gn_groups))
-            self.layer_blocks.append(self._conv(out_channels, out_channels, 3, norm, gn_groups))
+            self.inner_blocks.append(self._conv(shape.channels, out_channels, 1, norm, gn))
+            self.layer_blocks.append(self._conv(out_channels, out_channels, 3, norm, gn))
         strides = [s.stride for s in in_shapes]
         self.out_shapes = [ShapeSpec(out_channels, s) for s in strides] + [
             ShapeSpec(out_channels, strides[-1] * 2)]
 
     @staticmethod
-    def _conv(cin: int, cout: int, k: int, norm: str, gn_groups: int) -> nn.Sequential:
+    def _conv(cin: int, cout: int, k: int, norm: str, gn: tuple) -> nn.Sequential:
         conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=not norm)
         nn.init.kaiming_uniform_(conv.weight, a=1)
         if conv.bias is not None:
             nn.init.zeros_(conv.bias)
         if norm == "GN":
-            return nn.Sequential(conv, nn.GroupNorm(min(gn_groups, cout), cout))
+            groups, eps, dim_per_group = gn
+            groups = max(1, cout // dim_per_group) if dim_per_group > 0 else min(groups, cout)
+            return nn.Sequential(conv, nn.GroupNorm(groups, cout, eps=eps))
         if norm:
             raise ValueError(f"FPN norm '{norm}' unknown: use '' or 'GN'")
         return nn.Sequential(conv)

@@ -24,15 +24,20 @@ RESNET_SPECS = {
 }
 
 
-def make_norm(kind: str, gn_groups: int = 32, gn_eps: float = 1e-5) -> Callable[[int], nn.Module]:
-    """Factory of norm layers: ``"FrozenBN"``, ``"BN"`` or ``"GN"``."""
+def make_norm(kind: str, gn_groups: int = 32, gn_eps: float = 1e-5,
+              gn_dim_per_group: int = -1) -> Callable[[int], nn.Module]:
+    """Factory of norm layers: ``"FrozenBN"``, ``"BN"`` or ``"GN"``.
+
+    GN has ``gn_groups`` groups, or ``channels // gn_dim_per_group`` when that is positive
+    (maskrcnn-benchmark's ``GROUP_NORM.DIM_PER_GP``), halved until it divides the channels.
+    """
     if kind == "FrozenBN":
         return lambda c: FrozenBatchNorm2d(c)
     if kind == "BN":
         return lambda c: nn.BatchNorm2d(c)
     if kind == "GN":
         def gn(c: int) -> nn.Module:
-            groups = gn_groups
+            groups = max(1, c // gn_dim_per_group) if gn_dim_per_group > 0 else gn_groups
             while c % groups:
                 groups //= 2
             return nn.GroupNorm(groups, c, eps=gn_eps)
@@ -101,18 +106,20 @@ class ResNet(nn.Module):
         stride_in_1x1: put the stage stride in the first 1x1 conv (MSRA weights).
         res5_dilation: dilation of stage 5 (stride 1 when 2).
         freeze_at: 0 freezes nothing, 1 the stem, k the stem and stages 2..k.
+        gn_groups, gn_eps, gn_dim_per_group: GroupNorm groups, epsilon and channels per group
+            (see :func:`make_norm`), when ``norm`` is "GN".
     """
 
     def __init__(self, *, depth: int, norm: str = "FrozenBN", stem_out_channels: int = 64,
                  res2_out_channels: int = 256, width_per_group: int = 64, num_groups: int = 1,
                  stride_in_1x1: bool = False, res5_dilation: int = 1, freeze_at: int = 2,
-                 gn_groups: int = 32) -> None:
+                 gn_groups: int = 32, gn_eps: float = 1e-5, gn_dim_per_group: int = -1) -> None:
         super().__init__()
         if depth not in RESNET_SPECS:
             raise ValueError(f"ResNet depth {depth} unknown; choose from {sorted(RESNET_SPECS)}")
         kind, blocks = RESNET_SPECS[depth]
         block_cls = BasicBlock if kind == "basic" else Bottleneck
-        norm_fn = make_norm(norm, gn_groups)
+        norm_fn = make_norm(norm, gn_groups, gn_eps, gn_dim_per_group)
         self.conv1 = nn.Conv2d(3, stem_out_channels, 7, 2, 3, bias=False)
         self.bn1 = norm_fn(stem_out_channels)
         self.relu = nn.ReLU(inplace=True)

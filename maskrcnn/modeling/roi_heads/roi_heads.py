@@ -1,14 +1,14 @@
-"""Box head followed by the optional mask head."""
+"""Box head followed by the optional mask head: losses for training, detections for inference."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Union
 
 import torch
 from torch import nn
 
 from ...structures.bounding_box import BoxList
-from .box_head.box_head import ROIBoxHead
-from .mask_head.mask_head import ROIMaskHead
+from .box_head.head import ROIBoxHead
+from .mask_head.head import ROIMaskHead
 
 
 class ROIHeads(nn.Module):
@@ -24,10 +24,27 @@ class ROIHeads(nn.Module):
         self.box = box
         self.mask = mask
 
-    def forward(self, features: List[torch.Tensor], proposals: List[BoxList],
-                targets: Optional[List[BoxList]] = None) -> Tuple[List[BoxList], Dict[str, torch.Tensor]]:
-        out, losses = self.box(features, proposals, targets)
+    def loss(self, features: List[torch.Tensor], proposals: List[BoxList],
+             targets: List[BoxList]) -> Dict[str, torch.Tensor]:
+        """``loss_classifier``, ``loss_box_reg`` (and ``loss_mask``) on sampled proposals."""
+        sampled, num_positives = self.box.sample(proposals, targets)
+        losses = self.box.losses(self.box(features, sampled), sampled)
         if self.mask is not None:
-            out, mask_losses = self.mask(features, out, targets)
-            losses.update(mask_losses)
-        return out, losses
+            positives = [s[:k] for s, k in zip(sampled, num_positives)]
+            losses.update(self.mask.losses(self.mask(features, positives), positives, targets))
+        return losses
+
+    @torch.no_grad()
+    def predict(self, features: List[torch.Tensor], proposals: List[BoxList]) -> List[BoxList]:
+        """Detections per image: ``scores``, ``labels`` (and ``mask`` (N, 1, M, M))."""
+        detections = self.box.inference(self.box(features, proposals), proposals)
+        if self.mask is not None:
+            detections = self.mask.inference(self.mask(features, detections), detections)
+        return detections
+
+    def forward(self, features: List[torch.Tensor], proposals: List[BoxList],
+                targets: Optional[List[BoxList]] = None) -> Union[Dict[str, torch.Tensor], List[BoxList]]:
+        """``loss`` when targets are given, else ``predict``."""
+        if targets is not None:
+            return self.loss(features, proposals, targets)
+        return self.predict(features, proposals)

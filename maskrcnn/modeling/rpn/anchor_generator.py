@@ -50,7 +50,7 @@ class AnchorGenerator:
             sy = torch.arange(height, dtype=torch.float32, device=device) * stride
             yy, xx = torch.meshgrid(sy, sx, indexing="ij")
             shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
-            self._cache[key] = (shifts + self.cells[level].to(device)[None]).reshape(-1, 4)
+            self._cache[key] = (shifts + self.cells[level].to(device, non_blocking=True)[None]).reshape(-1, 4)
             if len(self._cache) > 256:
                 self._cache.pop(next(iter(self._cache)))
         return self._cache[key]

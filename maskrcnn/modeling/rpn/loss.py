@@ -1,19 +1,22 @@
-"""RPN losses: objectness BCE and box smooth-L1 over sampled anchors."""
+"""RPN losses: objectness BCE and box smooth-L1 over the sampled anchors."""
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ...structures.bounding_box import BoxList, box_iou
+from ..balanced_sampler import BalancedPositiveNegativeSampler
 from ..box_coder import BoxCoder
 from ..matcher import Matcher
-from ..sampler import BalancedPositiveNegativeSampler
 
 
 class RPNLoss:
     """Match anchors to ground truth, sample, and compute the two RPN losses.
+
+    Sampled anchors are selected by masks over all anchors, never by indexing with a mask,
+    so nothing waits for the device.
 
     Args:
         matcher: anchor matcher (foreground / background IoU, low-quality matches on).
@@ -21,34 +24,50 @@ class RPNLoss:
         box_coder: RPN box coder.
         smooth_l1_beta: beta of the regression loss.
         loss_weight: multiplies both losses.
+        straddle_thresh: anchors crossing an image's border by more than this many pixels are
+            ignored (label -1, never sampled), as maskrcnn-benchmark's ``STRADDLE_THRESH``;
+            negative: every anchor is used (torchvision, detectron2).
     """
 
     def __init__(self, *, matcher: Matcher, sampler: BalancedPositiveNegativeSampler,
-                 box_coder: BoxCoder, smooth_l1_beta: float, loss_weight: float = 1.0) -> None:
+                 box_coder: BoxCoder, smooth_l1_beta: float, loss_weight: float = 1.0,
+                 straddle_thresh: float = -1.0) -> None:
         self.matcher = matcher
         self.sampler = sampler
         self.box_coder = box_coder
         self.beta = smooth_l1_beta
         self.weight = loss_weight
+        self.straddle_thresh = straddle_thresh
 
-    def targets(self, anchors: torch.Tensor, gts: List[BoxList]):
-        """Per image labels ``(R,)`` (1, 0, -1) and regression targets ``(R, 4)``."""
+    def _ignore_straddling(self, labels: torch.Tensor, anchors: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """``labels`` ``(R,)`` with -1 for the anchors that cross the image (h, w) by more than the threshold."""
+        if self.straddle_thresh < 0:
+            return labels
+        t, (h, w) = self.straddle_thresh, size
+        inside = ((anchors[:, 0] >= -t) & (anchors[:, 1] >= -t)
+                  & (anchors[:, 2] < w + t) & (anchors[:, 3] < h + t))
+        return torch.where(inside, labels, torch.full_like(labels, -1))
+
+    @torch.no_grad()
+    def targets(self, anchors: torch.Tensor, gts: List[BoxList]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Labels ``(N, R)`` (1, 0, -1) and regression targets ``(N, R, 4)``."""
         labels, reg = [], []
         for gt in gts:
             if len(gt) == 0:
-                labels.append(torch.zeros(anchors.shape[0], device=anchors.device))
+                labels.append(self._ignore_straddling(torch.zeros(anchors.shape[0], device=anchors.device),
+                                                      anchors, gt.size))
                 reg.append(torch.zeros_like(anchors))
                 continue
             matches = self.matcher(box_iou(gt.bbox, anchors))
             lab = (matches >= 0).to(torch.float32)
-            lab[matches == Matcher.BETWEEN_THRESHOLDS] = -1
-            labels.append(lab)
+            lab = torch.where(matches == Matcher.BETWEEN_THRESHOLDS, torch.full_like(lab, -1), lab)
+            labels.append(self._ignore_straddling(lab, anchors, gt.size))
             reg.append(self.box_coder.encode(gt.bbox[matches.clamp(min=0)], anchors))
-        return labels, reg
+        return torch.stack(labels), torch.stack(reg)
 
     def __call__(self, anchors: torch.Tensor, objectness: torch.Tensor, deltas: torch.Tensor,
                  gts: List[BoxList]) -> Dict[str, torch.Tensor]:
-        """Losses ``loss_objectness`` and ``loss_rpn_box_reg``.
+        """Losses ``loss_objectness`` and ``loss_rpn_box_reg``, both 0 when nothing is sampled.
 
         Args:
             anchors: ``(R, 4)`` shared by all images of the batch.
@@ -57,17 +76,11 @@ class RPNLoss:
             gts: N ground-truth BoxLists.
         """
         labels, reg = self.targets(anchors, gts)
-        pos, neg = self.sampler(labels)
-        pos = torch.cat(pos)
-        sampled = pos | torch.cat(neg)
-        labels = torch.cat(labels)
-        reg = torch.cat(reg)
-        obj = objectness.reshape(-1)
-        d = deltas.reshape(-1, 4)
+        pos, neg = self.sampler.sample(labels)
+        sampled = pos | neg
         num = sampled.sum().clamp(min=1)
-        box_loss = F.smooth_l1_loss(d[pos], reg[pos], beta=self.beta, reduction="sum") / num
-        obj_loss = F.binary_cross_entropy_with_logits(obj[sampled], labels[sampled], reduction="sum") / num
-        # Keep the graph connected (DDP) and the value 0 when nothing was sampled.
-        zero = objectness.sum() * 0 + deltas.sum() * 0
-        return {"loss_objectness": self.weight * obj_loss + zero,
-                "loss_rpn_box_reg": self.weight * box_loss + zero}
+        bce = F.binary_cross_entropy_with_logits(objectness, labels.clamp(min=0), reduction="none")
+        box = F.smooth_l1_loss(deltas, reg, beta=self.beta, reduction="none").sum(-1)
+        obj_loss = torch.where(sampled, bce, torch.zeros_like(bce)).sum() / num
+        box_loss = torch.where(pos, box, torch.zeros_like(box)).sum() / num
+        return {"loss_objectness": self.weight * obj_loss, "loss_rpn_box_reg": self.weight * box_loss}

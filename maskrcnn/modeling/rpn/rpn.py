@@ -1,7 +1,8 @@
-"""Region Proposal Network: head + anchors + proposal selection + loss."""
+"""Region Proposal Network: head + anchors (``forward``), losses, proposal selection (``inference``)."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -13,13 +14,30 @@ from .inference import ProposalSelector
 from .loss import RPNLoss
 
 
+@dataclass
+class RPNOutputs:
+    """Raw RPN predictions of a batch.
+
+    Attributes:
+        objectness: ``(N, R)`` logits, R = sum over levels of H_l W_l A.
+        deltas: ``(N, R, 4)`` box deltas.
+        anchors: ``(R, 4)`` anchors shared by the images.
+        counts: anchors per level (sum R).
+    """
+
+    objectness: torch.Tensor
+    deltas: torch.Tensor
+    anchors: torch.Tensor
+    counts: List[int]
+
+
 class RPN(nn.Module):
-    """Proposals for every image, and the RPN losses when targets are given.
+    """Region proposal network.
 
     Args:
         head: the RPN head.
         anchor_generator: anchors per level.
-        train_selector / test_selector: proposal selection in loss / predict mode.
+        train_selector / test_selector: proposal selection for the loss / for predictions.
         loss: RPN loss.
     """
 
@@ -32,12 +50,26 @@ class RPN(nn.Module):
         self.test_selector = test_selector
         self.loss_fn = loss
 
-    def forward(self, features: List[torch.Tensor], image_sizes: List[Tuple[int, int]],
-                targets: Optional[List[BoxList]] = None) -> Tuple[List[BoxList], Dict[str, torch.Tensor]]:
-        """Proposals (and losses when ``targets`` is given, else an empty dict)."""
+    def forward(self, features: List[torch.Tensor]) -> RPNOutputs:
+        """Objectness and deltas of every anchor of the feature pyramid."""
         objectness, deltas = self.head(features)
         anchors, counts = self.anchor_generator(features)
-        selector = self.test_selector if targets is None else self.train_selector
-        proposals = selector(anchors, counts, objectness.detach(), deltas.detach(), image_sizes)
-        losses = {} if targets is None else self.loss_fn(anchors, objectness, deltas, targets)
-        return proposals, losses
+        return RPNOutputs(objectness, deltas, anchors, counts)
+
+    def losses(self, preds: RPNOutputs, targets: List[BoxList]) -> Dict[str, torch.Tensor]:
+        """``loss_objectness`` and ``loss_rpn_box_reg`` (weighted) against the ground truth."""
+        return self.loss_fn(preds.anchors, preds.objectness, preds.deltas, targets)
+
+    def inference(self, preds: RPNOutputs, image_sizes: List[Tuple[int, int]],
+                  training: bool = False) -> List[BoxList]:
+        """Proposals per image (field ``objectness``), best first.
+
+        Args:
+            preds: output of ``forward``.
+            image_sizes: ``(h, w)`` of each image before padding.
+            training: select with the training top-N (the proposals the box head's loss samples
+                from) instead of the test top-N.
+        """
+        selector = self.train_selector if training else self.test_selector
+        return selector(preds.anchors, preds.counts, preds.objectness.detach(), preds.deltas.detach(),
+                        image_sizes)

@@ -24,54 +24,48 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from .common import (ANCHORS, BGR_255, BN_COUNTER, CLASSIFIER, RGB_01, add_background_rows,
-                     apply_rules, background_last_to_first, compile_rules, fill_default_bn_stats,
-                     infer_architecture)
+from .common import (ANCHORS, BN_COUNTER, CLASSIFIER, RESNEXT_STD, RGB_01, add_background_rows,
+                     apply_rules, background_last_to_first, fill_default_bn_stats, infer_architecture,
+                     input_config, rule_table)
 from .report import ConversionReport
 
-__all__ = ["convert_detectron2"]
+__all__ = ["RECOMMENDED_CONFIG", "convert_detectron2"]
 
-_BODY = r"(?:backbone\.bottom_up\.)?"
+# What detectron2's MSRA ResNet recipes (its configs/defaults.py) train with, as this project's
+# config keys: BGR 0..255 minus detectron2's mean, stride in the 1x1 conv, aligned ROIAlign.
+RECOMMENDED_CONFIG = input_config(bgr255=True, mean=[103.530, 116.280, 123.675], std=[1.0, 1.0, 1.0],
+                                  stride_in_1x1=True, aligned=True)
 
-
-def _block(m) -> str:
-    return f"backbone.body.layer{int(m[1]) - 1}.{m[2]}."
-
-
-_RULES = compile_rules([
-    (_BODY + r"stem\.conv1\.weight", "backbone.body.conv1.weight"),
-    (_BODY + r"stem\.conv1\.norm\.(\w+)", r"backbone.body.bn1.\1"),
-    (_BODY + r"res([2-5])\.(\d+)\.conv(\d)\.weight", lambda m: _block(m) + f"conv{m[3]}.weight"),
-    (_BODY + r"res([2-5])\.(\d+)\.conv(\d)\.norm\.(\w+)", lambda m: _block(m) + f"bn{m[3]}.{m[4]}"),
-    (_BODY + r"res([2-5])\.(\d+)\.shortcut\.weight", lambda m: _block(m) + "downsample.0.weight"),
-    (_BODY + r"res([2-5])\.(\d+)\.shortcut\.norm\.(\w+)", lambda m: _block(m) + f"downsample.1.{m[3]}"),
-    (r"backbone\.fpn_lateral([2-5])\.(weight|bias)",
-     lambda m: f"backbone.fpn.inner_blocks.{int(m[1]) - 2}.0.{m[2]}"),
-    (r"backbone\.fpn_lateral([2-5])\.norm\.(weight|bias)",
-     lambda m: f"backbone.fpn.inner_blocks.{int(m[1]) - 2}.1.{m[2]}"),
-    (r"backbone\.fpn_output([2-5])\.(weight|bias)",
-     lambda m: f"backbone.fpn.layer_blocks.{int(m[1]) - 2}.0.{m[2]}"),
-    (r"backbone\.fpn_output([2-5])\.norm\.(weight|bias)",
-     lambda m: f"backbone.fpn.layer_blocks.{int(m[1]) - 2}.1.{m[2]}"),
-    (r"proposal_generator\.rpn_head\.conv\.(weight|bias)", r"rpn.head.conv.\1"),
-    (r"proposal_generator\.rpn_head\.objectness_logits\.(weight|bias)", r"rpn.head.cls_logits.\1"),
-    (r"proposal_generator\.rpn_head\.anchor_deltas\.(weight|bias)", r"rpn.head.bbox_pred.\1"),
-    (r"roi_heads\.box_head\.fc1\.(weight|bias)", r"roi_heads.box.feature_extractor.fc6.\1"),
-    (r"roi_heads\.box_head\.fc2\.(weight|bias)", r"roi_heads.box.feature_extractor.fc7.\1"),
-    (r"roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)", r"roi_heads.box.predictor.\1.\2"),
-    (r"roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)", r"roi_heads.mask.feature_extractor.mask_fcn\1.\2"),
-    (r"roi_heads\.mask_head\.deconv\.(weight|bias)", r"roi_heads.mask.predictor.conv5_mask.\1"),
-    (r"roi_heads\.mask_head\.predictor\.(weight|bias)", r"roi_heads.mask.predictor.mask_fcn_logits.\1"),
-])
+# The backbone's names start with "backbone.bottom_up." in detection models; ResNets converted
+# for detectron2 (convert-torchvision-to-d2.py) have none.
+# Source name (detectron2)                                                 this project's name
+_RULES = rule_table(r"""
+    (?:backbone\.bottom_up\.)?stem\.conv1\.weight                          backbone.body.conv1.weight
+    (?:backbone\.bottom_up\.)?stem\.conv1\.norm\.(\w+)                     backbone.body.bn1.{1}
+    (?:backbone\.bottom_up\.)?res([2-5])\.(\d+)\.conv(\d)\.weight          backbone.body.layer{1-1}.{2}.conv{3}.weight
+    (?:backbone\.bottom_up\.)?res([2-5])\.(\d+)\.conv(\d)\.norm\.(\w+)     backbone.body.layer{1-1}.{2}.bn{3}.{4}
+    (?:backbone\.bottom_up\.)?res([2-5])\.(\d+)\.shortcut\.weight          backbone.body.layer{1-1}.{2}.downsample.0.weight
+    (?:backbone\.bottom_up\.)?res([2-5])\.(\d+)\.shortcut\.norm\.(\w+)     backbone.body.layer{1-1}.{2}.downsample.1.{3}
+    backbone\.fpn_lateral([2-5])\.(weight|bias)                           backbone.fpn.inner_blocks.{1-2}.0.{2}
+    backbone\.fpn_lateral([2-5])\.norm\.(weight|bias)                     backbone.fpn.inner_blocks.{1-2}.1.{2}
+    backbone\.fpn_output([2-5])\.(weight|bias)                            backbone.fpn.layer_blocks.{1-2}.0.{2}
+    backbone\.fpn_output([2-5])\.norm\.(weight|bias)                      backbone.fpn.layer_blocks.{1-2}.1.{2}
+    proposal_generator\.rpn_head\.conv\.(weight|bias)                     rpn.head.conv.{1}
+    proposal_generator\.rpn_head\.objectness_logits\.(weight|bias)        rpn.head.cls_logits.{1}
+    proposal_generator\.rpn_head\.anchor_deltas\.(weight|bias)            rpn.head.bbox_pred.{1}
+    roi_heads\.box_head\.fc1\.(weight|bias)                               roi_heads.box.feature_extractor.fc6.{1}
+    roi_heads\.box_head\.fc2\.(weight|bias)                               roi_heads.box.feature_extractor.fc7.{1}
+    roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)         roi_heads.box.predictor.{1}.{2}
+    roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)                    roi_heads.mask.feature_extractor.mask_fcn{1}.{2}
+    roi_heads\.mask_head\.deconv\.(weight|bias)                            roi_heads.mask.predictor.conv5_mask.{1}
+    roi_heads\.mask_head\.predictor\.(weight|bias)                         roi_heads.mask.predictor.mask_fcn_logits.{1}
+""")
 _SKIPS = [
     (r"num_batches_tracked$", BN_COUNTER),
     (r"anchor_generator\.", ANCHORS),
     (r"^pixel_(mean|std)$", "input normalisation (see the recommended config)"),
     (r"^(linear|fc|fc1000)\.", CLASSIFIER),
 ]
-# detectron2's defaults (configs/defaults.py), BGR 0..255.
-_D2_MEAN = [103.530, 116.280, 123.675]
-_RESNEXT_STD = [57.375, 57.120, 58.395]
 
 
 def _fix_class_layout(out: "OrderedDict[str, torch.Tensor]", report: ConversionReport) -> None:
@@ -94,13 +88,13 @@ def _fix_class_layout(out: "OrderedDict[str, torch.Tensor]", report: ConversionR
 
 
 def _input_config(state: Mapping[str, Any], arch: Dict[str, Any]) -> Dict[str, Any]:
-    torchvision_resnet = "stem.conv1.weight" in state  # convert-torchvision-to-d2.py output
-    resnext = arch.get("MODEL.RESNETS.NUM_GROUPS", 1) > 1
-    cfg = dict(RGB_01 if torchvision_resnet else BGR_255)
-    if not torchvision_resnet:
-        cfg["INPUT.PIXEL_MEAN"] = list(_D2_MEAN)
-        cfg["INPUT.PIXEL_STD"] = list(_RESNEXT_STD) if resnext else [1.0, 1.0, 1.0]
-        cfg["MODEL.RESNETS.STRIDE_IN_1X1"] = not resnext
+    if "stem.conv1.weight" in state:  # a torchvision ResNet converted by convert-torchvision-to-d2.py
+        cfg = dict(RGB_01)
+    else:
+        cfg = dict(RECOMMENDED_CONFIG)
+        if arch.get("MODEL.RESNETS.NUM_GROUPS", 1) > 1:  # ResNeXt: its std, stride in the 3x3 conv
+            cfg["INPUT.PIXEL_STD"] = list(RESNEXT_STD)
+            cfg["MODEL.RESNETS.STRIDE_IN_1X1"] = False
     mean, std = state.get("pixel_mean"), state.get("pixel_std")
     if isinstance(mean, torch.Tensor) and mean.numel() == 3:
         mean = [float(v) for v in mean.flatten()]

@@ -1,5 +1,6 @@
-"""torchvision://NAME weights resolve through torch's hub cache (no download when cached)
-and an ImageNet ResNet state dict lands on backbone.body.*."""
+"""maskrcnn.checkpoint.weights: torchvision://NAME weights resolve through torch's hub cache (no
+download when cached), an ImageNet ResNet state dict lands on backbone.body.*, and MODEL.WEIGHT
+takes one path for every source."""
 import os
 
 import pytest
@@ -8,8 +9,8 @@ import torchvision
 
 from conftest import tiny_cfg
 from maskrcnn.modeling import build_model
-from maskrcnn.checkpoint import Checkpointer
-from maskrcnn.checkpoint.model_zoo import resolve_weights, torchvision_weights_url
+from maskrcnn.checkpoint import Checkpointer, load_weights_file
+from maskrcnn.checkpoint.weights import resolve_weights, torchvision_weights_url
 
 
 def test_torchvision_resnet_weights_from_cache_load_into_backbone(tmp_path, monkeypatch):
@@ -57,8 +58,6 @@ def test_uncached_download_failure_says_where_to_put_the_file(tmp_path, monkeypa
 @pytest.mark.parametrize("name,file_prefix", [("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_coco-"),
                                               ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_coco-")])
 def test_torchvision_coco_detectors_resolve_from_cache(tmp_path, monkeypatch, name, file_prefix):
-    from maskrcnn.checkpoint.convert import load_weights_file
-
     hub = tmp_path / "hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
     url = torchvision_weights_url(name)

@@ -16,32 +16,39 @@ from typing import Any, Mapping, Optional, Tuple
 
 import torch
 
-from .common import (BN_COUNTER, CLASSIFIER, RGB_01, apply_rules, compile_rules, infer_architecture)
+from .common import BN_COUNTER, CLASSIFIER, RGB_01, apply_rules, infer_architecture, rule_table
 from .report import ConversionReport
 
 __all__ = ["convert_torchvision", "convert_torchvision_resnet", "is_torchvision_v2"]
 
-_DETECTION_RULES = compile_rules([
-    (r"backbone\.body\.(.+)", r"backbone.body.\1"),
-    (r"backbone\.fpn\.(inner|layer)_blocks\.(\d+)\.(?:0\.)?(weight|bias)", r"backbone.fpn.\1_blocks.\2.0.\3"),
-    (r"rpn\.head\.conv\.(?:0\.0\.)?(weight|bias)", r"rpn.head.conv.\1"),
-    (r"rpn\.head\.(cls_logits|bbox_pred)\.(weight|bias)", r"rpn.head.\1.\2"),
-    (r"roi_heads\.box_head\.(fc6|fc7)\.(weight|bias)", r"roi_heads.box.feature_extractor.\1.\2"),
-    (r"roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)", r"roi_heads.box.predictor.\1.\2"),
-    (r"roi_heads\.mask_head\.(\d+)\.0\.(weight|bias)",
-     lambda m: f"roi_heads.mask.feature_extractor.mask_fcn{int(m[1]) + 1}.{m[2]}"),
-    (r"roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)", r"roi_heads.mask.feature_extractor.mask_fcn\1.\2"),
-    (r"roi_heads\.mask_predictor\.(conv5_mask|mask_fcn_logits)\.(weight|bias)", r"roi_heads.mask.predictor.\1.\2"),
-])
+# Source name (current or legacy torchvision)                          this project's name
+_DETECTION_RULES = rule_table(r"""
+    backbone\.body\.(.+)                                                backbone.body.{1}
+    backbone\.fpn\.(inner|layer)_blocks\.(\d+)\.(?:0\.)?(weight|bias)   backbone.fpn.{1}_blocks.{2}.0.{3}
+    rpn\.head\.conv\.(?:0\.0\.)?(weight|bias)                           rpn.head.conv.{1}
+    rpn\.head\.(cls_logits|bbox_pred)\.(weight|bias)                    rpn.head.{1}.{2}
+    roi_heads\.box_head\.(fc6|fc7)\.(weight|bias)                       roi_heads.box.feature_extractor.{1}.{2}
+    roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)      roi_heads.box.predictor.{1}.{2}
+    roi_heads\.mask_head\.(\d+)\.0\.(weight|bias)                       roi_heads.mask.feature_extractor.mask_fcn{1+1}.{2}
+    roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)                  roi_heads.mask.feature_extractor.mask_fcn{1}.{2}
+    roi_heads\.mask_predictor\.(conv5_mask|mask_fcn_logits)\.(weight|bias)  roi_heads.mask.predictor.{1}.{2}
+""")
 _DETECTION_SKIPS = [(r"num_batches_tracked$", BN_COUNTER)]
 
-_RESNET_RULES = compile_rules([(r"(conv1\..+|bn1\..+|layer\d\..+)", r"backbone.body.\1")])
+_RESNET_RULES = rule_table(r"(conv1\..+|bn1\..+|layer\d\..+)  backbone.body.{1}")
 _RESNET_SKIPS = [(r"num_batches_tracked$", BN_COUNTER), (r"^fc\.", CLASSIFIER)]
 
 
 def is_torchvision_v2(state: Mapping[str, Any]) -> bool:
-    """True for ``maskrcnn_resnet50_fpn_v2`` / ``fasterrcnn_resnet50_fpn_v2`` state dicts
-    (BN inside the FPN, a 4-conv-1-fc box head), which this project's model cannot hold."""
+    """Whether ``state`` is a ``maskrcnn_resnet50_fpn_v2`` / ``fasterrcnn_resnet50_fpn_v2`` state
+    dict (BN inside the FPN, a 4-conv-1-fc box head), which this project's model cannot hold.
+
+    Args:
+        state: torchvision names -> tensors.
+
+    Returns:
+        True for the v2 models.
+    """
     return "backbone.fpn.inner_blocks.0.1.weight" in state or "roi_heads.box_head.0.0.weight" in state
 
 

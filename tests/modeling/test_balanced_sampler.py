@@ -1,9 +1,9 @@
-"""BalancedPositiveNegativeSampler: counts, validity, determinism, torchvision equivalence."""
+"""BalancedPositiveNegativeSampler: counts, validity, uniform draws, determinism, torchvision's rule."""
 import pytest
 import torch
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler as TVSampler
 
-from maskrcnn.modeling.sampler import BalancedPositiveNegativeSampler
+from maskrcnn.modeling.balanced_sampler import BalancedPositiveNegativeSampler
 
 
 def random_labels(gen, n, p_pos, p_ign=0.2):
@@ -50,12 +50,39 @@ def test_deterministic_under_manual_seed_and_random_otherwise():
     assert any(not torch.equal(x, y) for x, y in zip(a[0] + a[1], c[0] + c[1]))
 
 
-def test_same_draws_as_torchvision():
+def test_same_counts_as_torchvision():
+    """torchvision's rule (its draws come from randperm of the counts, read back from the device)."""
     gen = torch.Generator().manual_seed(2)
     labels = [random_labels(gen, 1500, 0.2), random_labels(gen, 800, 0.6), random_labels(gen, 40, 0.2)]
-    torch.manual_seed(7)
     pos, neg = BalancedPositiveNegativeSampler(128, 0.25)(labels)
-    torch.manual_seed(7)
     tpos, tneg = TVSampler(128, 0.25)(labels)
     for a, b in zip(pos + neg, tpos + tneg):
-        assert torch.equal(a, b.bool())
+        assert int(a.sum()) == int(b.sum())
+
+
+def test_draws_are_uniform():
+    """Every eligible element is drawn with the same probability: k / (eligible count)."""
+    labels = torch.tensor([1] * 10 + [0] * 40 + [-1] * 10)
+    sampler = BalancedPositiveNegativeSampler(20, 0.25)  # 5 of 10 positives, 15 of 40 negatives
+    torch.manual_seed(0)
+    trials = 4000
+    hits = torch.zeros(60)
+    for _ in range(trials // 200):
+        pos, neg = sampler.sample(labels.repeat(200, 1))
+        hits += (pos | neg).sum(0).float()
+    freq = hits / trials
+    assert torch.all(freq[50:] == 0)
+    # binomial standard deviation sqrt(p (1 - p) / trials) is below 0.008: allow 5 sigma
+    assert torch.allclose(freq[:10], torch.full((10,), 0.5), atol=0.04), freq[:10]
+    assert torch.allclose(freq[10:50], torch.full((40,), 15 / 40), atol=0.04), freq[10:50]
+
+
+def test_batch_form_equals_list_form():
+    gen = torch.Generator().manual_seed(3)
+    labels = [random_labels(gen, 700, 0.1), random_labels(gen, 700, 0.4)]
+    sampler = BalancedPositiveNegativeSampler(64, 0.25)
+    torch.manual_seed(5)
+    pos, neg = sampler(labels)
+    torch.manual_seed(5)
+    bpos, bneg = sampler.sample(torch.stack(labels))
+    assert torch.equal(torch.stack(pos), bpos) and torch.equal(torch.stack(neg), bneg)

@@ -1,0 +1,194 @@
+"""What a config may hold beyond the types of its defaults: the values of each key.
+
+Three tables, checked by :func:`check_supported` (``load_cfg`` calls it; every error is a
+:class:`ConfigError` naming the key, the value, what is allowed and what to do):
+
+- ``UNSUPPORTED_VALUES`` (in ``defaults.py``): keys kept so that maskrcnn-benchmark files
+  load, for features this project does not have; only the listed values are accepted.
+- ``CHOICES``: keys that select one of several implementations.
+- ``RANGES``: numeric keys and the interval they must lie in.
+
+The choices repeat constants of the modules that use them (``PASTE_RULES``, ``RESIZE_MODES``,
+``CHECK_LEVELS``), because this package imports nothing heavy; tests/config keeps them equal.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable, Dict, Tuple
+
+from .cfgnode import CfgNode, ConfigError
+from .defaults import UNSUPPORTED_VALUES
+
+__all__ = ["CHOICES", "RANGES", "check_supported", "get_key"]
+
+RESNET_DEPTHS = (18, 26, 34, 50, 101, 152)
+
+# key -> (allowed values, what they mean)
+CHOICES: Dict[str, Tuple[Tuple[Any, ...], str]] = {
+    "MODEL.RESNETS.NORM": (("FrozenBN", "BN", "GN"), "FrozenBN for pretrained weights, BN or GN to train from scratch"),
+    "INPUT.RESIZE_MODE": (("antialias", "torchvision"), "see the comment in maskrcnn/config/defaults.py"),
+    "DATASETS.CHECK": (("annotations", "header", "full"), "how much of each dataset is checked when it is built"),
+    "MODEL.ROI_MASK_HEAD.PASTE_RULE": (("center", "torchvision"), "see maskrcnn/layers/mask_ops.py"),
+    "SOLVER.LR_SCHEDULER": (("WarmupMultiStepLR", "WarmupCosineLR"), "multi-step decay at SOLVER.STEPS, or cosine to MAX_ITER"),
+    "SOLVER.WARMUP_METHOD": (("linear", "constant"), "how the LR rises during SOLVER.WARMUP_ITERS"),
+}
+
+
+def _interval(low: float, high: float = math.inf, low_open: bool = False,
+              high_open: bool = False) -> Tuple[Callable[[float], bool], str]:
+    def ok(v: float) -> bool:
+        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    left, right = "(" if low_open else "[", ")" if high_open or high == math.inf else "]"
+    return ok, f"{left}{low:g}, {'inf' if high == math.inf else format(high, 'g')}{right}"
+
+
+_POSITIVE = _interval(0, low_open=True)
+_NON_NEGATIVE = _interval(0)
+_AT_LEAST_1 = _interval(1)
+_FRACTION = _interval(0, 1)
+_IOU = _interval(0, 1)
+
+# key -> (predicate, interval as text); tuples are checked element by element.
+RANGES: Dict[str, Tuple[Callable[[float], bool], str]] = {
+    "SOLVER.MAX_ITER": _NON_NEGATIVE,
+    "SOLVER.BASE_LR": _POSITIVE,
+    "SOLVER.BIAS_LR_FACTOR": _NON_NEGATIVE,
+    "SOLVER.MOMENTUM": _interval(0, 1, high_open=True),
+    "SOLVER.WEIGHT_DECAY": _NON_NEGATIVE,
+    "SOLVER.WEIGHT_DECAY_BIAS": _NON_NEGATIVE,
+    "SOLVER.WEIGHT_DECAY_NORM": _NON_NEGATIVE,
+    "SOLVER.GAMMA": _POSITIVE,
+    "SOLVER.STEPS": _NON_NEGATIVE,
+    "SOLVER.WARMUP_FACTOR": _interval(0, 1, low_open=True),
+    "SOLVER.WARMUP_ITERS": _NON_NEGATIVE,
+    "SOLVER.COSINE_END_FACTOR": _FRACTION,
+    "SOLVER.CLIP_GRADIENTS.MAX_NORM": _POSITIVE,
+    "SOLVER.CHECKPOINT_PERIOD": _AT_LEAST_1,
+    "SOLVER.IMS_PER_BATCH": _AT_LEAST_1,
+    "SOLVER.REFERENCE_WORLD_SIZE": _NON_NEGATIVE,
+    "SOLVER.LOG_PERIOD": _AT_LEAST_1,
+    "SOLVER.MAX_NONFINITE_SKIPS": _NON_NEGATIVE,
+    "SOLVER.DIVERGENCE.FACTOR": _interval(1, low_open=True),
+    "SOLVER.DIVERGENCE.REFERENCE_ITERS": _AT_LEAST_1,
+    "TEST.IMS_PER_BATCH": _AT_LEAST_1,
+    "TEST.EVAL_PERIOD": _NON_NEGATIVE,
+    "DATALOADER.NUM_WORKERS": _NON_NEGATIVE,
+    "DATALOADER.SIZE_DIVISIBILITY": _NON_NEGATIVE,
+    "INPUT.MIN_SIZE_TRAIN": _AT_LEAST_1,
+    "INPUT.MAX_SIZE_TRAIN": _AT_LEAST_1,
+    "INPUT.MIN_SIZE_TEST": _AT_LEAST_1,
+    "INPUT.MAX_SIZE_TEST": _AT_LEAST_1,
+    "INPUT.HORIZONTAL_FLIP_PROB_TRAIN": _FRACTION,
+    "MODEL.BACKBONE.FREEZE_CONV_BODY_AT": _interval(0, 5),
+    "MODEL.BACKBONE.OUT_CHANNELS": _AT_LEAST_1,
+    "MODEL.RPN.FG_IOU_THRESHOLD": _IOU,
+    "MODEL.RPN.BG_IOU_THRESHOLD": _IOU,
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE": _AT_LEAST_1,
+    "MODEL.RPN.POSITIVE_FRACTION": _FRACTION,
+    "MODEL.RPN.PRE_NMS_TOP_N_TRAIN": _AT_LEAST_1,
+    "MODEL.RPN.PRE_NMS_TOP_N_TEST": _AT_LEAST_1,
+    "MODEL.RPN.POST_NMS_TOP_N_TRAIN": _AT_LEAST_1,
+    "MODEL.RPN.POST_NMS_TOP_N_TEST": _AT_LEAST_1,
+    "MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN": _AT_LEAST_1,
+    "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST": _AT_LEAST_1,
+    "MODEL.RPN.NMS_THRESH": _IOU,
+    "MODEL.RPN.MIN_SIZE": _NON_NEGATIVE,
+    "MODEL.RPN.STRADDLE_THRESH": _interval(-1),
+    "MODEL.ROI_HEADS.FG_IOU_THRESHOLD": _IOU,
+    "MODEL.ROI_HEADS.BG_IOU_THRESHOLD": _IOU,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": _AT_LEAST_1,
+    "MODEL.ROI_HEADS.POSITIVE_FRACTION": _FRACTION,
+    "MODEL.ROI_HEADS.SCORE_THRESH": _FRACTION,
+    "MODEL.ROI_HEADS.NMS": _IOU,
+    "MODEL.ROI_HEADS.DETECTIONS_PER_IMG": _AT_LEAST_1,
+    "MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD": _interval(0.5, 1),
+    "DIST_TIMEOUT_S": _POSITIVE,
+}
+
+
+def get_key(cfg: CfgNode, key: str) -> Any:
+    """The value of a dotted ``key`` of ``cfg``."""
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality where a list equals the tuple of its items and True never equals 1."""
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b
+
+
+def _check_unsupported(cfg: CfgNode) -> None:
+    for key, (allowed, advice) in UNSUPPORTED_VALUES.items():
+        value = get_key(cfg, key)
+        if not any(_same(value, a) for a in allowed):
+            only = " or ".join(repr(a) for a in allowed)
+            raise ConfigError(f"{key} = {value!r} is not supported by this project (only {only}): "
+                              f"{advice}")
+
+
+def _check_choices(cfg: CfgNode) -> None:
+    for key, (allowed, meaning) in CHOICES.items():
+        value = get_key(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key} = {value!r} is not one of {', '.join(map(repr, allowed))} ({meaning})")
+    body = cfg.MODEL.BACKBONE.CONV_BODY
+    m = re.fullmatch(r"R-(\d+)-FPN", body)
+    if m is None or int(m.group(1)) not in RESNET_DEPTHS:
+        raise ConfigError(f"MODEL.BACKBONE.CONV_BODY = {body!r} is not supported: use R-<depth>-FPN with "
+                          f"depth {', '.join(map(str, RESNET_DEPTHS))} (e.g. R-50-FPN)")
+
+
+def _check_ranges(cfg: CfgNode) -> None:
+    for key, (ok, interval) in RANGES.items():
+        value = get_key(cfg, key)
+        values = value if isinstance(value, (list, tuple)) else (value,)
+        for v in values:
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and ok(v)):
+                raise ConfigError(f"{key} = {value!r} is out of range: set it to a value in {interval}")
+
+
+def _check_consistency(cfg: CfgNode) -> None:
+    s = cfg.SOLVER
+    if list(s.STEPS) != sorted(s.STEPS):
+        raise ConfigError(f"SOLVER.STEPS must be increasing, got {tuple(s.STEPS)}")
+    for kind in ("RPN", "ROI_HEADS"):
+        node = cfg.MODEL[kind]
+        if node.BG_IOU_THRESHOLD > node.FG_IOU_THRESHOLD:
+            raise ConfigError(f"MODEL.{kind}.BG_IOU_THRESHOLD ({node.BG_IOU_THRESHOLD}) is above "
+                              f"MODEL.{kind}.FG_IOU_THRESHOLD ({node.FG_IOU_THRESHOLD}): it must not be")
+    gn = cfg.MODEL.GROUP_NORM
+    if (gn.NUM_GROUPS == -1) == (gn.DIM_PER_GP == -1) or min(gn.NUM_GROUPS, gn.DIM_PER_GP) < -1 \
+            or 0 in (gn.NUM_GROUPS, gn.DIM_PER_GP):
+        raise ConfigError(f"MODEL.GROUP_NORM: NUM_GROUPS = {gn.NUM_GROUPS} and DIM_PER_GP = {gn.DIM_PER_GP}; "
+                          "set exactly one of them (a positive number) and the other to -1, e.g. "
+                          "NUM_GROUPS 32 (the default) or NUM_GROUPS -1 DIM_PER_GP 16")
+    r = cfg.MODEL.RESNETS
+    for key, value in (("TRANS_FUNC", r.TRANS_FUNC), ("STEM_FUNC", r.STEM_FUNC)):
+        if value.endswith("WithGN") and r.NORM != "GN":
+            raise ConfigError(f"MODEL.RESNETS.{key} = {value!r} asks for GroupNorm but MODEL.RESNETS.NORM is "
+                              f"{r.NORM!r}: the norm is built from NORM, so set MODEL.RESNETS.NORM GN (or "
+                              f"remove {key})")
+    if not gn.EPSILON > 0:
+        raise ConfigError(f"MODEL.GROUP_NORM.EPSILON = {gn.EPSILON!r} must be > 0")
+
+
+def check_supported(cfg: CfgNode) -> None:
+    """Raises a ConfigError for the first key whose value this project does not support.
+
+    Args:
+        cfg: a full config (e.g. from ``get_cfg()`` plus merges).
+
+    Raises:
+        ConfigError: names the key, its value, what is allowed and what to do.
+    """
+    _check_unsupported(cfg)
+    _check_choices(cfg)
+    _check_ranges(cfg)
+    _check_consistency(cfg)

@@ -1,0 +1,95 @@
+"""The ROI mask head: convs + deconv + class-specific ``M x M`` logits.
+
+``forward`` gives the raw logits; ``losses`` scores them against targets rasterised inside
+the positive proposals (:mod:`.loss`); ``inference`` adds the detected class's mask to each
+detection (:mod:`.inference`).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ....structures.bounding_box import BoxList
+from ...poolers import Pooler
+from .inference import mask_head_inference
+from .loss import mask_head_losses
+
+
+class MaskFeatureExtractor(nn.Module):
+    """Stacked 3x3 conv + ReLU layers named ``mask_fcn1..n``.
+
+    Args:
+        in_channels: channels of the pooled features.
+        layers: output channels of each conv.
+        dilation: of the convs.
+    """
+
+    def __init__(self, *, in_channels: int, layers: Sequence[int], dilation: int = 1) -> None:
+        super().__init__()
+        self.names = []
+        for i, c in enumerate(layers, 1):
+            conv = nn.Conv2d(in_channels, c, 3, padding=dilation, dilation=dilation)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            self.add_module(f"mask_fcn{i}", conv)
+            self.names.append(f"mask_fcn{i}")
+            in_channels = c
+        self.out_channels = in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.names:
+            x = F.relu(getattr(self, name)(x))
+        return x
+
+
+class MaskPredictor(nn.Module):
+    """2x upsampling deconv + ReLU, then 1x1 conv to one logit map per class."""
+
+    def __init__(self, *, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv5_mask = nn.ConvTranspose2d(in_channels, in_channels, 2, 2)
+        self.mask_fcn_logits = nn.Conv2d(in_channels, num_classes, 1)
+        for layer in (self.conv5_mask, self.mask_fcn_logits):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mask_fcn_logits(F.relu(self.conv5_mask(x)))
+
+
+class ROIMaskHead(nn.Module):
+    """Mask head.
+
+    Args:
+        pooler: multi-level ROIAlign.
+        feature_extractor: the convs.
+        predictor: deconv + logits.
+        resolution: M, side of the predicted masks and of the training targets.
+        loss_weight: multiplies the mask loss.
+    """
+
+    def __init__(self, *, pooler: Pooler, feature_extractor: MaskFeatureExtractor, predictor: MaskPredictor,
+                 resolution: int, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.pooler = pooler
+        self.feature_extractor = feature_extractor
+        self.predictor = predictor
+        self.resolution = resolution
+        self.loss_weight = loss_weight
+
+    def forward(self, features: List[torch.Tensor], boxes: List[BoxList]) -> torch.Tensor:
+        """Logits ``(K, C, M, M)`` of the K boxes of the batch, in order."""
+        return self.predictor(self.feature_extractor(self.pooler(features, [b.bbox for b in boxes])))
+
+    def losses(self, logits: torch.Tensor, positives: List[BoxList],
+               targets: List[BoxList]) -> Dict[str, torch.Tensor]:
+        """``loss_mask`` (weighted) of ``forward(features, positives)``; ``positives`` carry
+        ``labels`` and ``matched_idxs``, ``targets`` their ground truth with ``masks``."""
+        return mask_head_losses(logits, positives, targets, self.resolution, self.loss_weight)
+
+    def inference(self, logits: torch.Tensor, detections: List[BoxList]) -> List[BoxList]:
+        """New BoxLists: ``detections`` plus a ``mask`` field ``(N, 1, M, M)`` of probabilities."""
+        return mask_head_inference(logits, detections)
