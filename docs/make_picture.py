@@ -6,7 +6,8 @@
 
 The image is enlarged (``--scale``, bicubic) before prediction so that the picture is large
 enough to read in a browser; the Predictor resizes its input to ``INPUT.MIN_SIZE_TEST`` as
-for any image, and the ground truth is scaled with it. The drawing is the demo's.
+for any image, and the ground truth is scaled with it. The drawing is the demo's; the file is saved with a
+256-colour palette to stay small.
 """
 import argparse
 import os
@@ -21,7 +22,7 @@ from maskrcnn import Predictor  # noqa: E402
 from maskrcnn.config import load_cfg  # noqa: E402
 from maskrcnn.data.build import build_dataset  # noqa: E402
 from maskrcnn.utils.visualizer import (draw_ground_truth, draw_predictions, rasterize_instance_masks,  # noqa: E402
-                                       save_png, side_by_side)
+                                       side_by_side)
 
 
 def main() -> None:
@@ -33,8 +34,10 @@ def main() -> None:
     parser.add_argument("--index", type=int, default=0, help="image of the dataset")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--score-thr", type=float, default=0.5)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE")
     args = parser.parse_args()
-    cfg = load_cfg(args.config_file, ["MODEL.DEVICE", "cpu"])
+    opts = list(args.opts) + ["MODEL.DEVICE", "cpu"]
+    cfg = load_cfg(args.config_file, opts)
     dataset = build_dataset(cfg, args.dataset, is_train=False)
     image = dataset.load_image(args.index).permute(1, 2, 0).numpy()
     h, w = image.shape[0] * args.scale, image.shape[1] * args.scale
@@ -44,12 +47,14 @@ def main() -> None:
     labels = target.get_field("labels").clone().apply_(lambda k: dataset.contiguous_to_category_id[k])
     gt = draw_ground_truth(big, target.bbox, labels, names,
                            rasterize_instance_masks(target.get_field("masks"), target.bbox))
-    predictor = Predictor.from_config(args.config_file, weights=args.weights, opts=["MODEL.DEVICE", "cpu"])
+    predictor = Predictor.from_config(args.config_file, weights=args.weights, opts=opts)
     out = predictor(big)
     pred = draw_predictions(big, out["boxes"], out["labels"], out["scores"], names, out.get("masks"),
                             score_thr=args.score_thr)
     picture = side_by_side([gt, pred], ["ground truth", f"predictions (score >= {args.score_thr:g})"])
-    save_png(picture, args.out)
+    # 256 colours without dithering keep the README light (< 200 KB); the tools write full RGB.
+    rgb = Image.fromarray(picture.permute(1, 2, 0).numpy())
+    rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(args.out, optimize=True)
     print(f"{args.out}: {picture.shape[2]}x{picture.shape[1]}, {os.path.getsize(args.out) // 1024} KB")
 
 

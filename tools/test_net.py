@@ -4,6 +4,7 @@
     python tools/test_net.py --config-file configs/X.yaml MODEL.WEIGHT output/model_final.pth
 
 Writes OUTPUT_DIR/inference/<dataset>/coco_instances_results.json and metrics.json.
+User errors exit with status 2 (config), 3 (data) or 4 (weights) (README: "When something is wrong").
 """
 import os
 import sys

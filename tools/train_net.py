@@ -11,6 +11,9 @@ uninterrupted run (README: "Surviving kills and bad checkpoints").
 An OUTPUT_DIR that holds another run's checkpoints is never overwritten silently: without
 --resume the run stops before writing anything; --overwrite deletes that run's checkpoints,
 config.yaml and TensorBoard files first (README: "Resume versus fine-tune").
+
+A mistake in the config, data or weights, or a diverging run, stops with one message and exit
+status 2, 3, 4 or 5 (README: "When something is wrong"; MASKRCNN_DEBUG=1 adds the traceback).
 """
 import os
 import sys

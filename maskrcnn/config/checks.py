@@ -27,11 +27,14 @@ RESNET_DEPTHS = (18, 26, 34, 50, 101, 152)
 # key -> (allowed values, what they mean)
 CHOICES: Dict[str, Tuple[Tuple[Any, ...], str]] = {
     "MODEL.RESNETS.NORM": (("FrozenBN", "BN", "GN"), "FrozenBN for pretrained weights, BN or GN to train from scratch"),
-    "INPUT.RESIZE_MODE": (("antialias", "torchvision"), "see the comment in maskrcnn/config/defaults.py"),
+    "INPUT.RESIZE_MODE": (("antialias", "torchvision", "pil"), "see the comment in maskrcnn/config/defaults.py"),
     "DATASETS.CHECK": (("annotations", "header", "full"), "how much of each dataset is checked when it is built"),
     "MODEL.ROI_MASK_HEAD.PASTE_RULE": (("center", "torchvision"), "see maskrcnn/layers/mask_ops.py"),
+    "MODEL.ROI_MASK_HEAD.TARGET_RULE": (("center", "torchvision"), "see maskrcnn/modeling/roi_heads/mask_head/loss.py"),
+    "MODEL.RPN.LOSS_NORMALIZATION": (("sampled", "batch_size"), "see maskrcnn/modeling/rpn/loss.py"),
     "SOLVER.LR_SCHEDULER": (("WarmupMultiStepLR", "WarmupCosineLR"), "multi-step decay at SOLVER.STEPS, or cosine to MAX_ITER"),
     "SOLVER.WARMUP_METHOD": (("linear", "constant"), "how the LR rises during SOLVER.WARMUP_ITERS"),
+    "SOLVER.AMP.DTYPE": (("float16", "bfloat16"), "float16 with a gradient scaler (CUDA only), or bfloat16"),
 }
 
 
@@ -66,13 +69,15 @@ RANGES: Dict[str, Tuple[Callable[[float], bool], str]] = {
     "SOLVER.CLIP_GRADIENTS.MAX_NORM": _POSITIVE,
     "SOLVER.CHECKPOINT_PERIOD": _AT_LEAST_1,
     "SOLVER.IMS_PER_BATCH": _AT_LEAST_1,
-    "SOLVER.REFERENCE_WORLD_SIZE": _NON_NEGATIVE,
     "SOLVER.LOG_PERIOD": _AT_LEAST_1,
     "SOLVER.MAX_NONFINITE_SKIPS": _NON_NEGATIVE,
     "SOLVER.DIVERGENCE.FACTOR": _interval(1, low_open=True),
     "SOLVER.DIVERGENCE.REFERENCE_ITERS": _AT_LEAST_1,
     "TEST.IMS_PER_BATCH": _AT_LEAST_1,
     "TEST.EVAL_PERIOD": _NON_NEGATIVE,
+    "TEST.VIS_IMAGES": _NON_NEGATIVE,
+    "TEST.VIS_SCORE_THRESHOLD": _FRACTION,
+    "VIS_PERIOD": _NON_NEGATIVE,
     "DATALOADER.NUM_WORKERS": _NON_NEGATIVE,
     "DATALOADER.SIZE_DIVISIBILITY": _NON_NEGATIVE,
     "INPUT.MIN_SIZE_TRAIN": _AT_LEAST_1,

@@ -21,6 +21,7 @@ _C.MODEL.DEVICE = "cuda"  # "cuda" or "cpu"; "cuda" falls back to "cpu" with a w
 _C.MODEL.MASK_ON = False  # add the mask head (Mask R-CNN); False gives Faster R-CNN
 _C.MODEL.RPN_ONLY = False  # stop after the RPN (proposals are the output)
 _C.MODEL.WEIGHT = ""  # initial model weights (model only, never optimizer/iteration)
+_C.MODEL.CHANNELS_LAST = False  # backbone and heads in channels-last (NHWC) memory format; same results, faster on some GPUs
 # Input normalisation: images reach the model as RGB uint8; with TO_BGR255 they are
 # flipped to BGR and kept in 0..255 (Caffe2/Detectron weights), else RGB scaled to 0..1.
 _C.INPUT = CN()
@@ -28,7 +29,7 @@ _C.INPUT.MIN_SIZE_TRAIN = (800,)  # shortest edge in training; several values = 
 _C.INPUT.MAX_SIZE_TRAIN = 1333  # cap on the longest edge in training
 _C.INPUT.MIN_SIZE_TEST = 800  # shortest edge at test time
 _C.INPUT.MAX_SIZE_TEST = 1333  # cap on the longest edge at test time
-_C.INPUT.RESIZE_MODE = "antialias"  # "antialias": uint8, antialiased, rounded sizes; "torchvision": float bilinear, floored sizes
+_C.INPUT.RESIZE_MODE = "antialias"  # "antialias": uint8, antialiased, rounded sizes; "torchvision": float bilinear, floored sizes; "pil": PIL bilinear on uint8, detectron2's sizes
 _C.INPUT.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]  # per channel, in the model's channel order and range
 _C.INPUT.PIXEL_STD = [1.0, 1.0, 1.0]  # per channel divisor
 _C.INPUT.TO_BGR255 = True  # True: BGR in 0..255 (Caffe2 weights); False: RGB in 0..1 (torchvision weights)
@@ -90,6 +91,8 @@ _C.MODEL.RPN.USE_FPN = True  # accepted, must stay True: the RPN always runs on 
 _C.MODEL.RPN.ANCHOR_SIZES = (32, 64, 128, 256, 512)  # one size per FPN level P2..P6
 _C.MODEL.RPN.ANCHOR_STRIDE = (4, 8, 16, 32, 64)  # stride of each level
 _C.MODEL.RPN.ASPECT_RATIOS = (0.5, 1.0, 2.0)  # height / width of anchors
+_C.MODEL.RPN.ANCHOR_ROUNDING = True  # round cell anchors to whole pixels (torchvision, maskrcnn-benchmark); False: detectron2's exact anchors
+_C.MODEL.RPN.ANCHOR_STRIDES_FROM_IMAGE = False  # True: stride = padded image side // feature side per level (torchvision: 61, not 64, for P6 of an 800-pixel side)
 _C.MODEL.RPN.STRADDLE_THRESH = -1  # >= 0: the RPN loss ignores anchors crossing the image border by more pixels (maskrcnn-benchmark; its default 0); -1: uses all (torchvision)
 _C.MODEL.RPN.FG_IOU_THRESHOLD = 0.7  # anchor IoU above which it is foreground
 _C.MODEL.RPN.BG_IOU_THRESHOLD = 0.3  # anchor IoU below which it is background
@@ -106,6 +109,7 @@ _C.MODEL.RPN.FPN_POST_NMS_TOP_N_TEST = 1000  # proposals kept per image after NM
 _C.MODEL.RPN.FPN_POST_NMS_PER_BATCH = False  # accepted; must stay False (per-image top-N always)
 _C.MODEL.RPN.SMOOTH_L1_BETA = 1.0 / 9  # beta of the box regression loss
 _C.MODEL.RPN.LOSS_WEIGHT = 1.0  # multiplies both RPN losses
+_C.MODEL.RPN.LOSS_NORMALIZATION = "sampled"  # RPN losses divided by the "sampled" anchors (torchvision, maskrcnn-benchmark) or "batch_size": BATCH_SIZE_PER_IMAGE x images (detectron2)
 _C.MODEL.RPN.RPN_HEAD = "SingleConvRPNHead"  # the only head
 
 # ---------------------------------------------------------------------------- ROI heads
@@ -149,6 +153,7 @@ _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD = 0.5  # probability threshol
 _C.MODEL.ROI_MASK_HEAD.PASTE_RULE = "center"  # "center" (detectron2's grid_sample rule) or "torchvision" (see layers/mask_ops.py)
 _C.MODEL.ROI_MASK_HEAD.USE_GN = False  # accepted, must stay False
 _C.MODEL.ROI_MASK_HEAD.LOSS_WEIGHT = 1.0  # multiplies the mask loss
+_C.MODEL.ROI_MASK_HEAD.TARGET_RULE = "center"  # training targets: "center" binary, instance at each cell centre (maskrcnn-benchmark); "torchvision" soft, roi_align of the GT bitmap
 
 # ---------------------------------------------------------------------------- solver
 _C.SOLVER = CN()
@@ -179,6 +184,9 @@ _C.SOLVER.DIVERGENCE = CN()
 _C.SOLVER.DIVERGENCE.ENABLED = True  # stop (before the step is applied) when the total loss exceeds FACTOR x its early median
 _C.SOLVER.DIVERGENCE.FACTOR = 10.0  # how many times the early median loss counts as divergence (> 1)
 _C.SOLVER.DIVERGENCE.REFERENCE_ITERS = 20  # the early median is over the run's first N finite losses
+_C.SOLVER.AMP = CN()
+_C.SOLVER.AMP.ENABLED = False  # mixed precision training: autocast over backbone and heads; losses, boxes and NMS stay float32
+_C.SOLVER.AMP.DTYPE = "float16"  # "float16" (CUDA only, with a gradient scaler) or "bfloat16" (CUDA or CPU, no scaler)
 
 # ---------------------------------------------------------------------------- test
 _C.TEST = CN()
@@ -187,6 +195,8 @@ _C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4  # accepted, must stay 4 (see EXPECTED_RE
 _C.TEST.IMS_PER_BATCH = 8  # images per inference step, TOTAL over all processes
 _C.TEST.DETECTIONS_PER_IMG = 100  # accepted, must stay 100: the key is MODEL.ROI_HEADS.DETECTIONS_PER_IMG
 _C.TEST.EVAL_PERIOD = 0  # evaluate every N iterations during training (0: only at the end)
+_C.TEST.VIS_IMAGES = 4  # at each evaluation in training, the first N images of each test set, ground truth | predictions, to TensorBoard (0: none)
+_C.TEST.VIS_SCORE_THRESHOLD = 0.5  # lowest score of the predictions drawn in those images
 _C.TEST.BBOX_AUG = CN()
 _C.TEST.BBOX_AUG.ENABLED = False  # accepted, must stay False (no test-time augmentation)
 
@@ -194,8 +204,9 @@ _C.TEST.BBOX_AUG.ENABLED = False  # accepted, must stay False (no test-time augm
 _C.OUTPUT_DIR = "output"  # checkpoints, log.txt, config.yaml, TensorBoard events, inference/
 _C.PATHS_CATALOG = ""  # accepted, must stay "": datasets come from DATASETS.CATALOG
 _C.SEED = -1  # random seed; < 0 picks one at random (logged)
+_C.VIS_PERIOD = 0  # every N training iterations, ground truth | top-20 RPN proposals of one image to TensorBoard (0: off)
 _C.DIST_TIMEOUT_S = 1800  # seconds a process waits for the others (collectives, barriers) before failing
-_C.DTYPE = "float32"  # accepted, must stay float32 (mixed precision is not implemented)
+_C.DTYPE = "float32"  # accepted, must stay float32 (mixed precision: SOLVER.AMP)
 
 # Keys accepted so that maskrcnn-benchmark files load, for what this project does not have (or
 # has under another key). Only the listed values are accepted; any other is a ConfigError that
@@ -242,6 +253,6 @@ UNSUPPORTED_VALUES = {
     "SOLVER.OPTIMIZER": (("SGD",), "SGD with momentum is the only optimizer; remove the key"),
     "PATHS_CATALOG": (("",), "remove the key and name your datasets with DATASETS.CATALOG.<name>.ANN_FILE "
                              "and .IMG_DIR (README: Training on your own COCO-format data)"),
-    "DTYPE": (("float32",), "training and inference run in float32 (mixed precision is not implemented); "
-                            "remove the key"),
+    "DTYPE": (("float32",), "the weights stay float32; for mixed precision training use SOLVER.AMP.ENABLED True "
+                            "(and SOLVER.AMP.DTYPE), and remove the key"),
 }

@@ -126,6 +126,12 @@ def _shared_seed(seed: int) -> int:
     return seed
 
 
+def _pin_memory(cfg: Any) -> bool:
+    """Page-locked batches when the model runs on CUDA (``MODEL.DEVICE``), so that their copies
+    to the GPU are asynchronous (see :class:`maskrcnn.data.prefetch.DevicePrefetcher`)."""
+    return str(cfg.MODEL.DEVICE).startswith("cuda") and torch.cuda.is_available()
+
+
 def _worker_init_fn(worker_id: int) -> None:
     """Seed numpy and ``random`` in a worker from its (loader-derived) torch seed."""
     seed = torch.initial_seed() % 2 ** 32
@@ -185,7 +191,7 @@ def build_train_loader(cfg: Any, start_iter: int = 0, dataset: Any = None) -> Da
 
     Args:
         cfg: config (``DATASETS.TRAIN``, ``DATALOADER.*``, ``SOLVER.IMS_PER_BATCH``,
-            ``SOLVER.MAX_ITER``, ``SEED``, ``INPUT.*``).
+            ``SOLVER.MAX_ITER``, ``SEED``, ``INPUT.*``; ``MODEL.DEVICE``: pinned memory on CUDA).
         start_iter: iteration to resume from; the loader yields ``MAX_ITER - start_iter`` batches,
             the tail of the uninterrupted sequence.
         dataset: the training set if already built (see :func:`build_train_dataset`).
@@ -206,7 +212,7 @@ def build_train_loader(cfg: Any, start_iter: int = 0, dataset: Any = None) -> Da
     iter_sampler = IterationBasedBatchSampler(batch_sampler, int(cfg.SOLVER.MAX_ITER), start_iter)
     return DataLoader(SeededDataset(dataset), batch_sampler=SeededBatchSampler(iter_sampler, seed, rank),
                       num_workers=int(cfg.DATALOADER.NUM_WORKERS), collate_fn=BatchCollator(),
-                      worker_init_fn=_worker_init_fn,
+                      worker_init_fn=_worker_init_fn, pin_memory=_pin_memory(cfg),
                       generator=torch.Generator().manual_seed(seed + rank))
 
 
@@ -221,6 +227,6 @@ def build_test_loaders(cfg: Any) -> List[Tuple[str, DataLoader]]:
         dataset = build_dataset(cfg, name, is_train=False)
         batch_sampler = BatchSampler(InferenceSampler(len(dataset)), batch, drop_last=False)
         loaders.append((name, DataLoader(dataset, batch_sampler=batch_sampler,
-                                         num_workers=int(cfg.DATALOADER.NUM_WORKERS),
+                                         num_workers=int(cfg.DATALOADER.NUM_WORKERS), pin_memory=_pin_memory(cfg),
                                          collate_fn=BatchCollator(), worker_init_fn=_worker_init_fn)))
     return loaders

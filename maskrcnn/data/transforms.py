@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
@@ -18,13 +19,13 @@ from torchvision.transforms.v2 import functional as TF
 from maskrcnn.structures.bounding_box import BoxList
 
 __all__ = ["Compose", "ResizeShortestEdge", "RandomHorizontalFlip", "build_transforms",
-           "get_resize_size"]
+           "get_resize_size", "pil_resize"]
 
 Pair = Tuple[torch.Tensor, Optional[BoxList]]
 
 
 #: Resize modes (``INPUT.RESIZE_MODE``).
-RESIZE_MODES = ("antialias", "torchvision")
+RESIZE_MODES = ("antialias", "torchvision", "pil")
 
 
 def get_resize_size(h: int, w: int, min_size: int, max_size: int,
@@ -35,12 +36,23 @@ def get_resize_size(h: int, w: int, min_size: int, max_size: int,
     ``scale = max_size / long`` (``max_size <= 0`` disables the cap).
 
     Args:
-        rounding: ``"round"`` (detectron2 / maskrcnn-benchmark) or ``"floor"``
-            (torchvision's ``GeneralizedRCNNTransform``, ``floor(side * scale)``).
+        rounding: ``"round"`` (maskrcnn-benchmark), ``"floor"`` (torchvision's
+            ``GeneralizedRCNNTransform``, ``floor(side * scale)``) or ``"detectron2"``
+            (``ResizeShortestEdge.get_output_shape``: the short side is ``min_size`` itself, the
+            long one ``scale * side``; both scaled again when capped; ``int(x + 0.5)``, so
+            halves round up where Python's ``round`` rounds them to even).
 
     Returns:
         ``(new_h, new_w)`` as ints (at least 1).
     """
+    if rounding == "detectron2":
+        size = min_size * 1.0
+        scale = size / min(h, w)
+        new_h, new_w = (size, scale * w) if h < w else (scale * h, size)
+        if max_size > 0 and max(new_h, new_w) > max_size:
+            scale = max_size * 1.0 / max(new_h, new_w)
+            new_h, new_w = new_h * scale, new_w * scale
+        return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5))
     short, long = float(min(h, w)), float(max(h, w))
     scale = min_size / short
     if max_size > 0 and long * scale > max_size:
@@ -48,6 +60,18 @@ def get_resize_size(h: int, w: int, min_size: int, max_size: int,
     if rounding == "floor":
         return max(1, math.floor(h * scale)), max(1, math.floor(w * scale))
     return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+
+
+def pil_resize(image: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:
+    """``(C, H, W)`` uint8 -> ``(C, new_h, new_w)`` uint8 by PIL's ``Image.BILINEAR`` (which
+    widens its filter when shrinking), as detectron2's ``ResizeTransform`` does."""
+    from PIL import Image
+
+    array = image.permute(1, 2, 0).contiguous().numpy()
+    pil = Image.fromarray(array[:, :, 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array)
+    out = np.array(pil.resize((new_w, new_h), Image.BILINEAR))  # a writable copy
+    out = out[:, :, None] if out.ndim == 2 else out
+    return torch.from_numpy(out).permute(2, 0, 1).contiguous()
 
 
 class Compose:
@@ -77,6 +101,9 @@ class ResizeShortestEdge:
             no antialiasing) on the float image, sizes floored, exactly what torchvision's
             ``GeneralizedRCNNTransform`` feeds its detection models; the image comes out
             float (0..255), which the model's preprocessing accepts as it is.
+            ``"pil"``: detectron2's ``ResizeShortestEdge``: its sizes (``rounding="detectron2"``
+            of :func:`get_resize_size`) and PIL's ``Image.BILINEAR`` on the uint8 image
+            (``ResizeTransform.apply_image``); the image stays uint8.
     """
 
     def __init__(self, min_sizes: Union[int, Sequence[int]], max_size: int,
@@ -101,6 +128,10 @@ class ResizeShortestEdge:
             new_h, new_w = get_resize_size(h, w, self._pick_min_size(), self.max_size, "floor")
             image = F.interpolate(image[None].float(), size=(new_h, new_w), mode="bilinear",
                                   align_corners=False)[0]
+        elif self.mode == "pil":
+            new_h, new_w = get_resize_size(h, w, self._pick_min_size(), self.max_size, "detectron2")
+            if (new_h, new_w) != (h, w):
+                image = pil_resize(image, new_h, new_w)
         else:
             new_h, new_w = get_resize_size(h, w, self._pick_min_size(), self.max_size)
             if (new_h, new_w) != (h, w):

@@ -5,13 +5,16 @@
 - :class:`IterationTimer`: step and data times, total training time.
 - :class:`MetricsWriter`: the periodic log line and the TensorBoard scalars.
 - :class:`PeriodicCheckpointer`: ``model_XXXXXXX.pth`` every period and ``model_final.pth``.
-- :class:`EvalHook`: evaluation every period during training and at the end.
+- :class:`EvalHook`: evaluation every period during training and at the end; metrics, per-class AP,
+  precision-recall curves and pictures of a few images to TensorBoard.
+- :class:`ProposalVisualizer`: every period, ground truth | top RPN proposals of one training image.
 
 The guards decide in ``before_update``, i.e. before the step is applied, on losses averaged over
 the ranks, so every rank stops (or skips) at the same iteration.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import statistics
@@ -20,10 +23,13 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import torch
 
+from ..checkpoint import unwrap_model
+from ..evaluation.figures import draw_gt_and_proposals
 from ..utils.comm import synchronize
 from ..utils.errors import TrainingStoppedError
 from ..utils.events import TensorboardWriter
 from ..utils.metric_logger import eta_string
+from .inference import DatasetEvaluation
 from .trainer import HookBase, NonFiniteLossError
 
 if TYPE_CHECKING:
@@ -32,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["DivergenceError", "DivergenceGuard", "EvalHook", "IterationTimer", "MetricsWriter",
-           "NonFiniteGuard", "PeriodicCheckpointer", "lr_advice"]
+           "NonFiniteGuard", "PeriodicCheckpointer", "ProposalVisualizer", "lr_advice"]
 
 
 class DivergenceError(TrainingStoppedError, FloatingPointError):
@@ -60,10 +66,20 @@ class NonFiniteGuard(HookBase):
     resume stays exact. One more non-finite iteration raises :class:`NonFiniteLossError` with
     advice. The count is saved in checkpoints (``nonfinite_skips``).
 
+    With float16 AMP, a step that the gradient scaler skips (non-finite gradients,
+    :attr:`Trainer.scaler_skipped`) is such an iteration too, in the same count and bound, when
+    the loss scale it used was at most :attr:`SCALER_FLOOR` (1.0): there the float16 gradients
+    themselves overflow. At a higher scale a skip is the scaler calibrating (it halves the scale
+    and the next step retries: expected in the first iterations and after each growth of the
+    scale), so it is only logged; gradients that stay non-finite reach the floor within about 16
+    iterations from the initial scale 2**16, and count from there.
+
     Args:
         max_skips: ``SOLVER.MAX_NONFINITE_SKIPS``; 0 stops at the first non-finite loss.
         base_lr, ims_per_batch, warmup_iters: the solver settings the advice names.
     """
+
+    SCALER_FLOOR = 1.0
 
     def __init__(self, max_skips: int, *, base_lr: float, ims_per_batch: int, warmup_iters: int) -> None:
         self.max_skips = int(max_skips)
@@ -93,6 +109,28 @@ class NonFiniteGuard(HookBase):
                        "(%d of SOLVER.MAX_NONFINITE_SKIPS %d)", t.iter, _values(t.losses),
                        self.skips, self.max_skips)
         t.skip_update = True
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if not t.scaler_skipped:
+            return
+        if t.loss_scale > self.SCALER_FLOOR:
+            logger.info("Iteration %d: non-finite float16 gradients at loss scale %g; the gradient "
+                        "scaler skipped the step and lowered the scale (not counted above scale %g)",
+                        t.iter, t.loss_scale, self.SCALER_FLOOR)
+            return
+        self.skips += 1
+        t.scalars["nonfinite_skips"] = self.skips
+        what = (f"Non-finite gradients at iteration {t.iter} at float16 loss scale {t.loss_scale:g} "
+                f"(losses {_values(t.losses)}): the gradient scaler skipped the step")
+        if self.skips > self.max_skips:
+            raise NonFiniteLossError(
+                f"{what}. Training stopped; the last checkpoint is intact. {lr_advice(*self.advice)}, "
+                f"SOLVER.CLIP_GRADIENTS.ENABLED True, or SOLVER.AMP.DTYPE bfloat16 (no float16 "
+                f"overflow). This is non-finite iteration {self.skips} of the run; "
+                f"SOLVER.MAX_NONFINITE_SKIPS is {self.max_skips}.")
+        logger.warning("%s, no update applied (%d of SOLVER.MAX_NONFINITE_SKIPS %d)", what,
+                       self.skips, self.max_skips)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"nonfinite_skips": self.skips}
@@ -279,20 +317,34 @@ class PeriodicCheckpointer(HookBase):
 class EvalHook(HookBase):
     """Evaluates every ``period`` iterations during training (not at the last) and at the end.
 
+    TensorBoard (rank 0) gets, at the iteration evaluated, for each dataset and iou type
+    (``bbox``, ``segm``): the metrics as ``eval/<dataset>/<type>/<metric>``, the AP of each class
+    as ``eval/<dataset>/<type>/AP-<class name>``, and the precision-recall curve whose mean is the
+    AP (IoU 0.50:0.95; see :func:`~maskrcnn.evaluation.coco_eval.precision_recall_curve`) as
+    ``eval/<dataset>/<type>/pr_curve``; and the first ``vis_images`` images of each dataset (the
+    same ones every time), ground truth | predictions scoring ``>= vis_score_threshold``, as
+    ``eval/<dataset>/images/<image id>``.
+
     Args:
         period: ``TEST.EVAL_PERIOD``; 0 evaluates only at the end.
-        eval_fn: ``eval_fn() -> {dataset: {iou_type: {metric: value}}}`` (rank 0; ``{}`` elsewhere).
-        writer: the TensorBoard writer (rank 0), or None: metrics go to ``eval/<dataset>/<type>/<metric>``.
+        eval_fn: ``eval_fn() -> {dataset: DatasetEvaluation}`` (rank 0; ``{}`` elsewhere); a plain
+            ``{dataset: {iou_type: {metric: value}}}`` is taken too (metrics only).
+        writer: the TensorBoard writer (rank 0), or None.
+        vis_images: ``TEST.VIS_IMAGES``: images drawn per dataset; 0: none.
+        vis_score_threshold: ``TEST.VIS_SCORE_THRESHOLD``: lowest score drawn.
 
     Attributes:
-        results: the metrics of the last evaluation.
+        results: the metrics of the last evaluation, ``{dataset: {iou_type: {metric: value}}}``.
     """
 
-    def __init__(self, period: int, eval_fn: Callable[[], Dict[str, dict]],
-                 writer: Optional[TensorboardWriter] = None) -> None:
+    def __init__(self, period: int, eval_fn: Callable[[], Dict[str, Any]],
+                 writer: Optional[TensorboardWriter] = None, *, vis_images: int = 0,
+                 vis_score_threshold: float = 0.5) -> None:
         self.period = int(period)
         self.eval_fn = eval_fn
         self.writer = writer
+        self.vis_images = int(vis_images)
+        self.vis_score_threshold = float(vis_score_threshold)
         self.results: Dict[str, dict] = {}
 
     def after_step(self) -> None:
@@ -304,16 +356,108 @@ class EvalHook(HookBase):
         self.evaluate(self.trainer.max_iter)
 
     def evaluate(self, iteration: int) -> Dict[str, dict]:
-        """Run ``eval_fn``, record its metrics at ``iteration``, return them."""
-        self.results = self.eval_fn()
+        """Run ``eval_fn``, record its metrics (and the rest, see the class doc) at ``iteration``."""
+        evaluations = self.eval_fn()
+        self.results = {name: ev.metrics if isinstance(ev, DatasetEvaluation) else ev
+                        for name, ev in evaluations.items()}
         if self.writer is not None and self.results:
             scalars = {f"eval/{dataset}/{iou_type}/{k}": v
                        for dataset, metrics in self.results.items()
                        for iou_type, values in metrics.items() for k, v in values.items()
                        if isinstance(v, (int, float)) and math.isfinite(v)}
             self.writer.add_scalars(scalars, iteration)
+            for name, ev in evaluations.items():
+                if isinstance(ev, DatasetEvaluation):
+                    self._write_details(name, ev, iteration)
             self.writer.flush()
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             trainer.model.train()
         return self.results
+
+    def _write_details(self, name: str, ev: DatasetEvaluation, iteration: int) -> None:
+        for iou_type, aps in ev.coco.per_class_ap.items():
+            # A "/" in a class name would open a TensorBoard group of its own.
+            self.writer.add_scalars({f"eval/{name}/{iou_type}/AP-{cls.replace('/', '_')}": ap
+                                     for cls, ap in aps.items() if math.isfinite(ap)}, iteration)
+        for iou_type, (recall, precision) in ev.coco.precision_recall.items():
+            self.writer.add_pr_curve(f"eval/{name}/{iou_type}/pr_curve", recall, precision, iteration)
+        if self.vis_images > 0:
+            for image_id, picture in ev.draw_images(self.vis_images, self.vis_score_threshold).items():
+                self.writer.add_image(f"eval/{name}/images/{image_id}", picture, iteration)
+
+
+class ProposalVisualizer(HookBase):
+    """Every ``period`` iterations, ground truth | the top RPN proposals of one training image.
+
+    As detectron2's ``visualize_training``: the first image of the iteration's batch (resized
+    and flipped, as the model sees it) with its ground-truth masks, boxes and class names, and
+    beside it the ``top_k`` best proposals of that forward pass (boxes, objectness), selected by
+    the RPN's training selection (the proposals the box head samples from), written to
+    TensorBoard as ``train/proposals``.
+
+    How it sees the batch: on those iterations only, it hooks the detector's forward (for the
+    images and targets) and its RPN's forward (for the raw predictions), and removes both hooks
+    after the step; other iterations run exactly as without it, and ``VIS_PERIOD 0`` does not
+    register it. Only the process that writes TensorBoard (rank 0) does anything.
+
+    Args:
+        period: ``VIS_PERIOD``.
+        writer: the TensorBoard writer (rank 0), or None (then the hook does nothing).
+        categories: ``[{"id", "name"}]`` of contiguous labels 1..K (names and colours as in the
+            other pictures of this project).
+        top_k: proposals drawn.
+    """
+
+    TAG = "train/proposals"
+
+    def __init__(self, period: int, writer: Optional[TensorboardWriter], categories: List[Dict[str, Any]],
+                 top_k: int = 20) -> None:
+        self.period = int(period)
+        self.writer = writer
+        self.to_id = {k + 1: int(c["id"]) for k, c in enumerate(categories)}
+        self.names = {int(c["id"]): str(c["name"]) for c in categories}
+        self.top_k = int(top_k)
+        self._handles: List[Any] = []
+        self._seen: Dict[str, Any] = {}
+
+    def before_step(self) -> None:
+        self._remove()
+        if self.writer is None or self.period <= 0 or self.trainer.iter % self.period != 0:
+            return
+        model = unwrap_model(self.trainer.model)
+        if not hasattr(model, "rpn"):
+            return
+        self._handles = [model.register_forward_pre_hook(self._batch, with_kwargs=True),
+                         model.rpn.register_forward_hook(self._rpn_output)]
+
+    def _batch(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        images = args[0] if args else kwargs.get("images")
+        targets = args[1] if len(args) > 1 else kwargs.get("targets")
+        if isinstance(images, (list, tuple)) and images and targets:
+            self._seen.setdefault("image", images[0])
+            self._seen.setdefault("target", targets[0])
+
+    def _rpn_output(self, module: torch.nn.Module, inputs: tuple, output: Any) -> None:
+        if "rpn" not in self._seen:  # the first image's predictions, off the autograd graph
+            self._seen["rpn"] = dataclasses.replace(output, objectness=output.objectness[:1].detach(),
+                                                    deltas=output.deltas[:1].detach())
+
+    def _remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def after_step(self) -> None:
+        seen, self._seen = self._seen, {}
+        self._remove()
+        if not {"image", "target", "rpn"} <= set(seen):
+            return
+        image, target = seen["image"], seen["target"].to("cpu")
+        size = tuple(int(v) for v in image.shape[-2:])
+        rpn = unwrap_model(self.trainer.model).rpn
+        with torch.no_grad():
+            proposals = rpn.inference(seen["rpn"], [size], training=True)[0][: self.top_k].to("cpu")
+        picture = draw_gt_and_proposals(image, target, proposals, class_names=self.names,
+                                        to_category_id=self.to_id, top_k=self.top_k)
+        self.writer.add_image(self.TAG, picture, self.trainer.iter)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -16,13 +16,14 @@ from torch.nn.parallel import DistributedDataParallel
 from ..checkpoint import Checkpointer
 from ..config import CfgNode, ConfigError, resolve_num_classes
 from ..data.build import build_test_loaders, build_train_dataset, build_train_loader, dataset_categories
+from ..data.prefetch import DevicePrefetcher
 from ..modeling import build_model
 from ..solver import make_lr_scheduler, make_optimizer
 from ..utils.comm import get_rank, get_world_size, is_main_process, synchronize
 from ..utils.events import TensorboardWriter
 from .hooks import (DivergenceError, DivergenceGuard, EvalHook, IterationTimer, MetricsWriter,
-                    NonFiniteGuard, PeriodicCheckpointer)
-from .inference import evaluate
+                    NonFiniteGuard, PeriodicCheckpointer, ProposalVisualizer)
+from .inference import evaluate, evaluate_datasets
 from .resume import (check_data_position, data_state, restore_rng_states, resumed_seed, seed_all,
                      training_state, with_seed)
 from .trainer import HookBase, NonFiniteLossError, Trainer
@@ -44,10 +45,12 @@ def _write_config(cfg: CfgNode) -> None:
         logger.info("Saved the merged config to %s", path)
 
 
-def _evaluate(cfg: CfgNode, model: nn.Module, loaders) -> Dict[str, dict]:
+def _evaluate(cfg: CfgNode, model: nn.Module, loaders, details: bool = False) -> Dict[str, dict]:
+    """Metrics per dataset; with ``details``, the whole DatasetEvaluation (for the EvalHook)."""
     head = cfg.MODEL.ROI_MASK_HEAD
-    return evaluate(model, loaders, cfg.OUTPUT_DIR, paste_rule=head.PASTE_RULE,
-                    mask_threshold=head.POSTPROCESS_MASKS_THRESHOLD)
+    fn = evaluate_datasets if details else evaluate
+    return fn(model, loaders, cfg.OUTPUT_DIR, paste_rule=head.PASTE_RULE,
+              mask_threshold=head.POSTPROCESS_MASKS_THRESHOLD)
 
 
 def _explain_failure(cfg: CfgNode, error: BaseException) -> None:
@@ -67,13 +70,41 @@ def _clip_norm(cfg: CfgNode) -> Optional[float]:
     return float(clip.MAX_NORM) if clip.ENABLED else None
 
 
+def amp_settings(cfg: CfgNode) -> Tuple[Optional[torch.dtype], Optional[torch.amp.GradScaler]]:
+    """``(autocast dtype, gradient scaler)`` of ``SOLVER.AMP``: ``(None, None)`` when off,
+    ``(bfloat16, None)``, or ``(float16, GradScaler)``, which needs CUDA (refused on the CPU)."""
+    amp = cfg.SOLVER.AMP
+    if not amp.ENABLED:
+        return None, None
+    if amp.DTYPE == "bfloat16":
+        return torch.bfloat16, None
+    if not (str(cfg.MODEL.DEVICE).startswith("cuda") and torch.cuda.is_available()):
+        where = "" if str(cfg.MODEL.DEVICE).startswith("cpu") else " (CUDA is not available here)"
+        raise ConfigError(f"SOLVER.AMP.DTYPE float16 needs a CUDA device, but MODEL.DEVICE "
+                          f"'{cfg.MODEL.DEVICE}' runs on the CPU{where}, where float16 autocast is many "
+                          "times slower than float32: use SOLVER.AMP.DTYPE bfloat16 on the CPU, or "
+                          "set SOLVER.AMP.ENABLED False")
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def build_trainer(cfg: CfgNode, model: nn.Module, loader, optimizer: torch.optim.Optimizer,
+                  scheduler) -> Trainer:
+    """The Trainer of ``model`` (DDP-wrapped with several processes): ``SOLVER.CLIP_GRADIENTS``,
+    ``SOLVER.AMP``, and the batches copied to the model's device ahead of each step."""
+    dtype, scaler = amp_settings(cfg)
+    device = next(model.parameters()).device
+    return Trainer(_ddp(model), DevicePrefetcher(loader, device), optimizer, scheduler,
+                   clip_grad_norm=_clip_norm(cfg), amp_dtype=dtype, grad_scaler=scaler)
+
+
 def build_hooks(cfg: CfgNode, checkpointer: Optional[Checkpointer], loader, categories: list,
                 writer: Optional[TensorboardWriter],
                 eval_fn: Optional[Callable[[], Dict[str, dict]]]) -> List[HookBase]:
-    """The hooks of a training run, from ``SOLVER.*`` and ``TEST.EVAL_PERIOD``.
+    """The hooks of a training run, from ``SOLVER.*``, ``VIS_PERIOD`` and ``TEST.*``.
 
-    Guards first: they decide before the step is applied; then timing, logs, saves, and the
-    evaluation (an :class:`EvalHook` of ``eval_fn``, when given).
+    Guards first: they decide before the step is applied; then timing, logs, saves, the
+    proposal pictures (``VIS_PERIOD > 0``), and the evaluation (an :class:`EvalHook` of
+    ``eval_fn``, when given).
     """
     s = cfg.SOLVER
     advice = dict(base_lr=s.BASE_LR, ims_per_batch=s.IMS_PER_BATCH, warmup_iters=s.WARMUP_ITERS)
@@ -84,7 +115,9 @@ def build_hooks(cfg: CfgNode, checkpointer: Optional[Checkpointer], loader, cate
             MetricsWriter(s.LOG_PERIOD, writer),
             PeriodicCheckpointer(checkpointer, s.CHECKPOINT_PERIOD, state_fn=training_state(loader),
                                  extra={"categories": categories, "seed": cfg.SEED}),
-            EvalHook(cfg.TEST.EVAL_PERIOD, eval_fn, writer) if eval_fn is not None else None]
+            ProposalVisualizer(cfg.VIS_PERIOD, writer, categories) if cfg.VIS_PERIOD > 0 else None,
+            EvalHook(cfg.TEST.EVAL_PERIOD, eval_fn, writer, vis_images=cfg.TEST.VIS_IMAGES,
+                     vis_score_threshold=cfg.TEST.VIS_SCORE_THRESHOLD) if eval_fn is not None else None]
 
 
 def _continue(cfg: CfgNode, run_cfg: CfgNode, seed: int, extra: dict) -> CfgNode:
@@ -115,6 +148,7 @@ def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
     the divergence reference). A killed run resumed this way ends with the same weights, bit for
     bit, as an uninterrupted one (given the same processes and threads).
     """
+    amp_settings(cfg)  # a refused AMP setting stops the run before the data is read
     seed = seed_all(cfg.SEED)
     dataset = build_train_dataset(cfg)
     categories = dataset_categories(dataset)
@@ -134,10 +168,10 @@ def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
     loader = build_train_loader(run_cfg, start_iter=start_iter, dataset=dataset)
     if extra and start_iter < max_iter:
         check_data_position(extra, data_state(loader, start_iter))
-    trainer = Trainer(_ddp(model), loader, optimizer, scheduler, clip_grad_norm=_clip_norm(run_cfg))
+    trainer = build_trainer(run_cfg, model, loader, optimizer, scheduler)
     writer = TensorboardWriter(cfg.OUTPUT_DIR) if is_main_process() and cfg.OUTPUT_DIR else None
     test_loaders = build_test_loaders(run_cfg) if cfg.DATASETS.TEST and not _rpn_only_skip(cfg) else []
-    eval_fn = (lambda: _evaluate(run_cfg, model, test_loaders)) if test_loaders else None
+    eval_fn = (lambda: _evaluate(run_cfg, model, test_loaders, details=True)) if test_loaders else None
     hooks = build_hooks(run_cfg, checkpointer, loader, categories, writer, eval_fn)
     eval_hook = next((h for h in hooks if isinstance(h, EvalHook)), None)
     trainer.register_hooks(hooks)

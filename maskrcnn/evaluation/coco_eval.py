@@ -17,16 +17,20 @@ import json
 import logging
 import math
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from maskrcnn.layers.mask_ops import masks_to_rle
 from maskrcnn.structures.bounding_box import BoxList
 
-__all__ = ["evaluate_coco", "per_class_ap", "predictions_to_coco_results", "METRIC_NAMES"]
+if TYPE_CHECKING:  # imported where evaluation runs: training and inference need no pycocotools
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+__all__ = ["CocoEvaluation", "evaluate_coco", "evaluate_coco_detailed", "per_class_ap", "precision_recall_curve",
+           "predictions_to_coco_results", "METRIC_NAMES"]
 
 #: Keys of each iou type's metrics, in the order of ``COCOeval.stats[:6]``.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -106,6 +110,8 @@ def _load_results(coco_gt: COCO, results: List[Dict[str, Any]], iou_type: str) -
     if results:
         with contextlib.redirect_stdout(io.StringIO()):
             return coco_gt.loadRes(copy.deepcopy(results))
+    from pycocotools.coco import COCO
+
     coco_dt = COCO()  # loadRes asserts on an empty list
     coco_dt.dataset = {"images": list(coco_gt.dataset["images"]),
                        "categories": copy.deepcopy(coco_gt.dataset["categories"]), "annotations": []}
@@ -116,6 +122,8 @@ def _load_results(coco_gt: COCO, results: List[Dict[str, Any]], iou_type: str) -
 
 def _run_cocoeval(coco_gt: COCO, coco_dt: COCO, iou_type: str, logger: logging.Logger) -> COCOeval:
     """evaluate / accumulate / summarize, with pycocotools' printing sent to ``logger``."""
+    from pycocotools.cocoeval import COCOeval
+
     coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
@@ -157,6 +165,30 @@ def per_class_ap(coco_eval: COCOeval, class_names: Sequence[str]) -> Dict[str, f
     return out
 
 
+def precision_recall_curve(coco_eval: COCOeval) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The precision-recall curve whose mean is the AP: IoU 0.50:0.95, all areas, maxDets 100.
+
+    pycocotools samples precision at 101 recall levels 0, 0.01, ..., 1 (interpolated: the best
+    precision at that recall or beyond; 0 beyond the highest recall reached). At each level the
+    precision is averaged over the 10 IoU thresholds and over the classes that have ground
+    truth, so the mean of the curve is exactly ``stats[0]``, the AP.
+
+    Args:
+        coco_eval: an accumulated ``COCOeval``.
+
+    Returns:
+        ``(recall (R,), precision (R,))`` float arrays in 0..1 with R = 101, or None when no
+        class has ground truth.
+    """
+    precision = coco_eval.eval["precision"][:, :, :, 0, -1]  # (T, R, K)
+    valid = precision > -1  # -1: a class without ground truth
+    if not valid.any():
+        return None
+    counts = valid.sum(axis=(0, 2))
+    curve = np.where(valid, precision, 0.0).sum(axis=(0, 2)) / np.maximum(counts, 1)
+    return np.asarray(coco_eval.params.recThrs, dtype=np.float64), curve.astype(np.float64)
+
+
 def format_per_class_table(aps: Mapping[str, float], columns: int = 3) -> str:
     """Readable text table of ``{class: AP%}``, ``columns`` (class, AP) pairs per row."""
     items = list(aps.items())
@@ -167,6 +199,24 @@ def format_per_class_table(aps: Mapping[str, float], columns: int = 3) -> str:
     header = " | ".join([f"{'class':<{width}} | {'AP':>6}"] * min(columns, len(cells)))
     rows = [" | ".join(cells[i:i + columns]) for i in range(0, len(cells), columns)]
     return "\n".join([header, "-" * len(header)] + rows)
+
+
+@dataclass
+class CocoEvaluation:
+    """What one COCO evaluation of a dataset found, per iou type (``"bbox"``, ``"segm"``).
+
+    Attributes:
+        metrics: ``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` in percent, ``nan``
+            where not computable (what :func:`evaluate_coco` returns).
+        per_class_ap: ``{iou_type: {class name: AP%}}`` (IoU 0.50:0.95), ``nan`` for classes
+            without ground truth.
+        precision_recall: ``{iou_type: (recall (101,), precision (101,))}``, see
+            :func:`precision_recall_curve`; absent when no class has ground truth.
+    """
+
+    metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    per_class_ap: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    precision_recall: Dict[str, Tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def evaluate_coco(dataset: Any, predictions: Mapping[int, BoxList], output_dir: Optional[str] = None,
@@ -194,11 +244,25 @@ def evaluate_coco(dataset: Any, predictions: Mapping[int, BoxList], output_dir: 
 
     Returns:
         ``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` in percent,
-        ``nan`` where not computable.
+        ``nan`` where not computable. :func:`evaluate_coco_detailed` also gives the per-class
+        AP and the precision-recall curves.
 
     Raises:
         ValueError: a prediction is not at its ground-truth image size, refers to an
             unknown image, or has a label without a category id.
+    """
+    return evaluate_coco_detailed(dataset, predictions, output_dir, iou_types, logger, paste_rule,
+                                  mask_threshold).metrics
+
+
+def evaluate_coco_detailed(dataset: Any, predictions: Mapping[int, BoxList], output_dir: Optional[str] = None,
+                           iou_types: Sequence[str] = _IOU_TYPES, logger: Optional[logging.Logger] = None,
+                           paste_rule: str = "center", mask_threshold: float = 0.5) -> CocoEvaluation:
+    """:func:`evaluate_coco` (same arguments, same files and logs), with everything it computed.
+
+    Returns:
+        A :class:`CocoEvaluation`: the metrics, the per-class AP and the precision-recall curve
+        of each iou type.
     """
     logger = logger or logging.getLogger(__name__)
     for iou_type in iou_types:
@@ -218,7 +282,7 @@ def evaluate_coco(dataset: Any, predictions: Mapping[int, BoxList], output_dir: 
         with open(os.path.join(output_dir, "coco_instances_results.json"), "w") as f:
             json.dump(results, f)
     has_masks = any(b.has_field("mask") for b in predictions.values())
-    metrics: Dict[str, Dict[str, float]] = {}
+    out = CocoEvaluation()
     for iou_type in iou_types:
         if iou_type == "segm" and not has_masks:
             logger.info("%s: no predicted masks, skipping segm evaluation", dataset.name)
@@ -226,12 +290,16 @@ def evaluate_coco(dataset: Any, predictions: Mapping[int, BoxList], output_dir: 
         type_results = [r for r in results if iou_type == "bbox" or "segmentation" in r]
         coco_eval = _run_cocoeval(coco_gt, _load_results(coco_gt, type_results, iou_type),
                                   iou_type, logger)
-        metrics[iou_type] = {k: _to_percent(v) for k, v in zip(METRIC_NAMES, coco_eval.stats[:6])}
-        table = format_per_class_table(per_class_ap(coco_eval, dataset.class_names))
+        out.metrics[iou_type] = {k: _to_percent(v) for k, v in zip(METRIC_NAMES, coco_eval.stats[:6])}
+        out.per_class_ap[iou_type] = per_class_ap(coco_eval, dataset.class_names)
+        curve = precision_recall_curve(coco_eval)
+        if curve is not None:
+            out.precision_recall[iou_type] = curve
+        table = format_per_class_table(out.per_class_ap[iou_type])
         logger.info("%s per-class %s AP:\n%s", dataset.name, iou_type, table)
     if output_dir:
         # Strict JSON: a metric that cannot be computed (no ground truth of that size) is null.
-        safe = {t: {k: (v if math.isfinite(v) else None) for k, v in m.items()} for t, m in metrics.items()}
+        safe = {t: {k: (v if math.isfinite(v) else None) for k, v in m.items()} for t, m in out.metrics.items()}
         with open(os.path.join(output_dir, "metrics.json"), "w") as f:
             json.dump(safe, f, indent=2, allow_nan=False)
-    return metrics
+    return out

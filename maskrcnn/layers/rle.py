@@ -13,7 +13,6 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_util
 
 __all__ = ["WindowRunEncoder", "compress_counts"]
 
@@ -77,5 +76,7 @@ class WindowRunEncoder:
 
 def compress_counts(counts: List[int], height: int, width: int) -> Dict[str, object]:
     """COCO compressed RLE ``{"size": [H, W], "counts": str}`` of uncompressed ``counts``."""
+    from pycocotools import mask as mask_util  # here: importing the package never needs pycocotools
+
     rle = mask_util.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
     return {"size": [height, width], "counts": rle["counts"].decode("utf-8")}

@@ -44,7 +44,8 @@ def build_backbone(cfg) -> BackboneWithFPN:
 
 def build_rpn(cfg, in_channels: int) -> RPN:
     c = cfg.MODEL.RPN
-    anchors = AnchorGenerator(sizes=c.ANCHOR_SIZES, strides=c.ANCHOR_STRIDE, aspect_ratios=c.ASPECT_RATIOS)
+    anchors = AnchorGenerator(sizes=c.ANCHOR_SIZES, strides=c.ANCHOR_STRIDE, aspect_ratios=c.ASPECT_RATIOS,
+                              rounding=c.ANCHOR_ROUNDING, strides_from_image=c.ANCHOR_STRIDES_FROM_IMAGE)
     coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
 
     def selector(pre: int, post: int, level_post: int) -> ProposalSelector:
@@ -54,7 +55,7 @@ def build_rpn(cfg, in_channels: int) -> RPN:
     loss = RPNLoss(matcher=Matcher(c.FG_IOU_THRESHOLD, c.BG_IOU_THRESHOLD, allow_low_quality_matches=True),
                    sampler=BalancedPositiveNegativeSampler(c.BATCH_SIZE_PER_IMAGE, c.POSITIVE_FRACTION),
                    box_coder=coder, smooth_l1_beta=c.SMOOTH_L1_BETA, loss_weight=c.LOSS_WEIGHT,
-                   straddle_thresh=c.STRADDLE_THRESH)
+                   straddle_thresh=c.STRADDLE_THRESH, normalizer=c.LOSS_NORMALIZATION)
     return RPN(head=RPNHead(in_channels=in_channels, num_anchors=anchors.num_anchors_per_location),
                anchor_generator=anchors,
                train_selector=selector(c.PRE_NMS_TOP_N_TRAIN, c.FPN_POST_NMS_TOP_N_TRAIN, c.POST_NMS_TOP_N_TRAIN),
@@ -87,7 +88,7 @@ def build_roi_heads(cfg, in_channels: int, num_classes: int) -> ROIHeads:
                           sampling_ratio=m.POOLER_SAMPLING_RATIO, aligned=m.POOLER_ALIGNED),
             feature_extractor=extractor,
             predictor=MaskPredictor(in_channels=extractor.out_channels, num_classes=num_classes),
-            resolution=m.RESOLUTION, loss_weight=m.LOSS_WEIGHT)
+            resolution=m.RESOLUTION, loss_weight=m.LOSS_WEIGHT, target_rule=m.TARGET_RULE)
     return ROIHeads(box=box, mask=mask)
 
 
@@ -107,8 +108,11 @@ def build_model(cfg) -> GeneralizedRCNN:
     roi_heads = None if cfg.MODEL.RPN_ONLY else build_roi_heads(cfg, channels, num_classes)
     model = GeneralizedRCNN(backbone=backbone, rpn=rpn, roi_heads=roi_heads, pixel_mean=cfg.INPUT.PIXEL_MEAN,
                             pixel_std=cfg.INPUT.PIXEL_STD, to_bgr255=cfg.INPUT.TO_BGR255,
-                            size_divisibility=cfg.DATALOADER.SIZE_DIVISIBILITY)
-    return model.to(resolve_device(cfg.MODEL.DEVICE))
+                            size_divisibility=cfg.DATALOADER.SIZE_DIVISIBILITY,
+                            channels_last=cfg.MODEL.CHANNELS_LAST)
+    model = model.to(resolve_device(cfg.MODEL.DEVICE))
+    # 4-D weights (convolutions) in NHWC order; loading a state dict later keeps this layout
+    return model.to(memory_format=torch.channels_last) if cfg.MODEL.CHANNELS_LAST else model
 
 
 def resolve_device(name: str) -> torch.device:

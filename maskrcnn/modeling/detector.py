@@ -9,6 +9,13 @@ Every head has the same public API: ``forward`` (raw predictions), ``losses(pred
 (a dict of weighted, stage-prefixed losses) and ``inference(preds, ...)`` (per-image results);
 nothing in the training step waits for the device beyond the few read-backs listed in
 ``tests/modeling/test_no_host_sync.py``.
+
+Mixed precision: under ``torch.autocast`` (the trainer's ``SOLVER.AMP``), the backbone and the
+heads' layers run in float16 / bfloat16, and every head returns its predictions in float32, so
+that box decoding, NMS, the proposals (ROIAlign's coordinates) and the losses are float32.
+ROIAlign itself computes in float32 (torchvision's autocast rule) on the low-precision features.
+With ``channels_last``, the batch enters the backbone in channels-last memory format (the
+build converts the weights too), which convolutions keep through the network.
 """
 from __future__ import annotations
 
@@ -32,11 +39,13 @@ class GeneralizedRCNN(nn.Module):
         to_bgr255: images arrive RGB uint8; True flips them to BGR in 0..255,
             False keeps RGB scaled to 0..1, before normalisation.
         size_divisibility: pad the batch to a multiple of this.
+        channels_last: give the backbone the batch in ``torch.channels_last`` memory format
+            (the weights must be converted too: ``model.to(memory_format=torch.channels_last)``).
     """
 
     def __init__(self, *, backbone: nn.Module, rpn: nn.Module, roi_heads: Optional[nn.Module],
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], to_bgr255: bool,
-                 size_divisibility: int = 32) -> None:
+                 size_divisibility: int = 32, channels_last: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
@@ -45,6 +54,7 @@ class GeneralizedRCNN(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         self.to_bgr255 = to_bgr255
         self.size_divisibility = size_divisibility
+        self.channels_last = channels_last
 
     @property
     def device(self) -> torch.device:
@@ -61,6 +71,12 @@ class GeneralizedRCNN(nn.Module):
             out.append((x - self.pixel_mean) / self.pixel_std)
         return to_image_list(out, self.size_divisibility)
 
+    def _features(self, batch: ImageList) -> List[torch.Tensor]:
+        x = batch.tensors
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
     def forward(self, images, targets: Optional[List[BoxList]] = None):
         """``loss`` when targets are given, else ``predict``."""
         if targets is not None:
@@ -75,7 +91,7 @@ class GeneralizedRCNN(nn.Module):
         for t, size in zip(targets, batch.image_sizes):
             if t.size != size:
                 raise ValueError(f"target of size {t.size} for an image of size {size}")
-        features = self.backbone(batch.tensors)
+        features = self._features(batch)
         rpn_out = self.rpn(features)
         losses = self.rpn.losses(rpn_out, targets)
         if self.roi_heads is not None:
@@ -89,7 +105,7 @@ class GeneralizedRCNN(nn.Module):
         mask head is on), in the pixel coordinates of the given images. An RPN-only model gives
         its proposals (field ``objectness``)."""
         batch = self.preprocess(images)
-        features = self.backbone(batch.tensors)
+        features = self._features(batch)
         proposals = self.rpn.inference(self.rpn(features), batch.image_sizes)
         if self.roi_heads is None:
             return proposals

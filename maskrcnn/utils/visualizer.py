@@ -25,6 +25,7 @@ from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
@@ -152,6 +153,26 @@ def _wrap(text: str, font_size: int, max_width: float) -> str:
     return "\n".join(lines)
 
 
+def _darker(color: RGB) -> RGB:
+    return tuple(int(v * 0.55) for v in color)  # type: ignore[return-value]
+
+
+def _edges(masks: torch.Tensor, width: int) -> torch.Tensor:
+    """The inner border, ``width`` pixels wide, of each mask ``(N, H, W)``, computed in its own window."""
+    out = torch.zeros_like(masks)
+    for i, mask in enumerate(masks):
+        ys, xs = torch.nonzero(mask.any(1)).flatten(), torch.nonzero(mask.any(0)).flatten()
+        if ys.numel() == 0:
+            continue
+        y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+        window = mask[y0:y1, x0:x1]
+        # A pixel is on the border when a pixel within `width` of it is outside the mask.
+        outside = F.pad((~window).float()[None, None], [width] * 4, value=1.0)
+        near_outside = F.max_pool2d(outside, 2 * width + 1, stride=1)[0, 0] > 0
+        out[i, y0:y1, x0:x1] = window & near_outside
+    return out
+
+
 def _draw_message(canvas: torch.Tensor, message: str, font_size: int) -> torch.Tensor:
     """``message`` in the top-left corner, white on a dark filled box, wrapped to the image width."""
     text = _wrap(message, font_size, canvas.shape[2] - 2 * max(1, font_size // 6))
@@ -194,7 +215,11 @@ def draw_instances(image: ImageLike, boxes: torch.Tensor, labels: torch.Tensor,
         masks = torch.as_tensor(masks).detach().cpu().bool()
         if tuple(masks.shape[1:]) != (h, w):
             raise ValueError(f"masks are {tuple(masks.shape[1:])}, the image is (H, W) = {(h, w)}")
-        canvas = draw_segmentation_masks(canvas, _topmost(masks), alpha=alpha, colors=colors)
+        visible = _topmost(masks)
+        canvas = draw_segmentation_masks(canvas, visible, alpha=alpha, colors=colors)
+        # A crisp, darker outline: the mask stays visible on an object of its own colour.
+        edges = _edges(visible, max(1, line // 2))
+        canvas = draw_segmentation_masks(canvas, edges, alpha=1.0, colors=[_darker(c) for c in colors])
     # Clipped and ordered so that boxes reaching past the border still draw (torchvision refuses
     # x0 > x1); the outline stays inside the image.
     drawn = boxes.clone()

@@ -29,8 +29,8 @@ from maskrcnn.solver import make_lr_scheduler, make_optimizer
 from maskrcnn.solver.scaling import auto_scale_workers
 from maskrcnn.utils.errors import UserError
 
-MODEL, DATA, SOLVER, HOOKS, TEST_RUN, LAUNCH, SCALING, REFUSED = (
-    "model", "data", "solver", "hooks", "test_run", "launch", "scaling", "refused")
+MODEL, DATA, SOLVER, HOOKS, TEST_RUN, LAUNCH, SCALING, REFUSED, TRAINER = (
+    "model", "data", "solver", "hooks", "test_run", "launch", "scaling", "refused", "trainer")
 R26 = {"MODEL.BACKBONE.CONV_BODY": "R-26-FPN", "MODEL.RESNETS.WIDTH_PER_GROUP": 8}  # bottleneck blocks
 FROZEN_BN = {"MODEL.RESNETS.NORM": "FrozenBN"}
 SCALES = (0.5, 0.25, 0.125, 0.0625)
@@ -42,6 +42,7 @@ PROOFS = {
     "MODEL.MASK_ON": (False, MODEL, {}),
     "MODEL.RPN_ONLY": (True, MODEL, {}),
     "MODEL.WEIGHT": (lambda p: p["weights_b"], TEST_RUN, {}),
+    "MODEL.CHANNELS_LAST": (True, MODEL, {}),
     "MODEL.BACKBONE.CONV_BODY": ("R-26-FPN", MODEL, {}),
     "MODEL.BACKBONE.FREEZE_CONV_BODY_AT": (2, MODEL, {}),
     "MODEL.BACKBONE.OUT_CHANNELS": (16, MODEL, {}),
@@ -164,15 +165,20 @@ PROOFS = {
     "SOLVER.DIVERGENCE.ENABLED": (False, HOOKS, {}),
     "SOLVER.DIVERGENCE.FACTOR": (5.0, HOOKS, {}),
     "SOLVER.DIVERGENCE.REFERENCE_ITERS": (5, HOOKS, {}),
+    "SOLVER.AMP.ENABLED": (True, TRAINER, {"SOLVER.AMP.DTYPE": "bfloat16"}),
+    "SOLVER.AMP.DTYPE": ("bfloat16", TRAINER, {"SOLVER.AMP.ENABLED": True}),  # float16: refused on the CPU
     "TEST.EXPECTED_RESULTS": ([["segm", "AP", 0.3, 0.01]], REFUSED, {}),
     "TEST.EXPECTED_RESULTS_SIGMA_TOL": (3, REFUSED, {}),
     "TEST.IMS_PER_BATCH": (4, DATA, {}),
     "TEST.DETECTIONS_PER_IMG": (50, REFUSED, {}),
     "TEST.EVAL_PERIOD": (5, HOOKS, {}),
+    "TEST.VIS_IMAGES": (0, HOOKS, {}),
+    "TEST.VIS_SCORE_THRESHOLD": (0.3, HOOKS, {}),
     "TEST.BBOX_AUG.ENABLED": (True, REFUSED, {}),
     "OUTPUT_DIR": (lambda p: p["out_b"], TEST_RUN, {}),
     "PATHS_CATALOG": ("maskrcnn_benchmark/config/paths_catalog.py", REFUSED, {}),
     "SEED": (1, DATA, {}),
+    "VIS_PERIOD": (5, HOOKS, {}),
     "DIST_TIMEOUT_S": (60, LAUNCH, {}),
     "DTYPE": ("float16", REFUSED, {}),
 }
@@ -294,6 +300,17 @@ def prove_hooks(cfg, monkeypatch):
     return fingerprint((hooks, run._clip_norm(cfg)))
 
 
+def prove_trainer(cfg, monkeypatch):
+    """The Trainer ``engine/run.py`` builds (clipping, mixed precision), or the error refusing it."""
+    def build():
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        optimizer = make_optimizer(cfg, model)
+        trainer = run.build_trainer(cfg, model, [], optimizer, make_lr_scheduler(cfg, optimizer))
+        return fingerprint((trainer.amp_dtype, trainer.grad_scaler, trainer.clip_grad_norm))
+    return _errors_as_values(build)
+
+
 def prove_test_run(cfg, monkeypatch):
     """``engine/run.test`` (tools/test_net.py) up to the evaluation, which is recorded instead."""
     seen = {}
@@ -322,7 +339,7 @@ def prove_scaling(cfg, monkeypatch):
 
 
 PROVERS = {MODEL: prove_model, DATA: prove_data, SOLVER: prove_solver, HOOKS: prove_hooks,
-           TEST_RUN: prove_test_run, LAUNCH: prove_launch, SCALING: prove_scaling}
+           TEST_RUN: prove_test_run, LAUNCH: prove_launch, SCALING: prove_scaling, TRAINER: prove_trainer}
 
 
 @pytest.mark.parametrize("kind", sorted(PROVERS))

@@ -26,8 +26,9 @@ def _scene(h, w):
     image = np.full((h, w, 3), 128, np.uint8)
     boxes = torch.tensor([[0.1, 0.3, 0.5, 0.9], [0.55, 0.4, 0.95, 0.95]]) * torch.tensor([w, h, w, h])
     masks = torch.zeros((2, h, w), dtype=torch.bool)
+    inset = max(3, w // 50)  # clear of the box outline
     for i, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
-        masks[i, y0 + 3:y1 - 3, x0 + 3:x1 - 3] = True
+        masks[i, y0 + inset:y1 - inset, x0 + inset:x1 - inset] = True
     return image, boxes, torch.tensor([1, 2]), masks
 
 
@@ -77,9 +78,13 @@ def test_predictions_draw_masks_boxes_and_filled_labels_that_scale(h, w, tmp_pat
         # The box outline, `line` pixels wide, in the class colour.
         edge = decoded[:, (y0 + y1) // 2, x0:x0 + line].T
         assert all(tuple(p) == color for p in edge.tolist())
-        # Mask: blended towards the class colour inside, grey outside.
+        # Mask: blended towards the class colour inside, grey outside, a darker outline.
         inside = decoded[:, (y0 + y1) // 2 + 1, (x0 + x1) // 2].tolist()
         assert inside != [128, 128, 128] and np.argmax(inside) == np.argmax(color)
+        i = labels.tolist().index(label)
+        row = (y0 + y1) // 2 + 1
+        first = int(torch.nonzero(masks[i, row]).min())
+        assert decoded[:, row, first].tolist() == [int(v * 0.55) for v in color]
         # The label: a filled rectangle of the class colour above the box, as tall as the font,
         # with text pixels of another colour inside it.
         height = _label_rect_height(decoded, box, color)

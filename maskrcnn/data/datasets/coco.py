@@ -10,11 +10,11 @@ import contextlib
 import io
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from pycocotools.coco import COCO
 
 from maskrcnn.data.datasets.check import CHECK_LEVELS, ParsedInstance, check_dataset, parse_annotation
 from maskrcnn.data.datasets.report import DatasetError, DatasetReport
@@ -28,8 +28,32 @@ logger = logging.getLogger(__name__)
 
 Transform = Callable[[torch.Tensor, Optional[BoxList]], Tuple[torch.Tensor, Optional[BoxList]]]
 
+if TYPE_CHECKING:
+    from pycocotools.coco import COCO
 
-def _index(data: Dict[str, Any]) -> COCO:
+
+class _Index:
+    """The tables of ``pycocotools.coco.COCO.createIndex`` (``dataset``, ``anns``, ``imgs``,
+    ``cats``, ``imgToAnns``, ``catToImgs``), for machines without pycocotools: enough to train;
+    COCO evaluation needs pycocotools."""
+
+    def __init__(self, data: Dict[str, Any]) -> None:
+        self.dataset = data
+        self.anns = {a["id"]: a for a in data.get("annotations", [])}
+        self.imgs = {i["id"]: i for i in data.get("images", [])}
+        self.cats = {c["id"]: c for c in data.get("categories", [])}
+        self.imgToAnns: Dict[Any, list] = defaultdict(list)
+        self.catToImgs: Dict[Any, list] = defaultdict(list)
+        for a in data.get("annotations", []):
+            self.imgToAnns[a["image_id"]].append(a)
+            self.catToImgs[a["category_id"]].append(a["image_id"])
+
+
+def _index(data: Dict[str, Any]) -> "COCO":
+    try:
+        from pycocotools.coco import COCO
+    except ImportError:
+        return _Index(data)  # type: ignore[return-value]
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
-from pycocotools import mask as mask_utils
-
 __all__ = ["Extent", "clip_polygon", "union_extent", "overlaps", "rle_extent"]
 
 Extent = Tuple[float, float, float, float]  # x0, y0, x1, y1
@@ -100,6 +98,8 @@ def rle_extent(rle: dict, height: int, width: int) -> Optional[Extent]:
     Raises:
         ValueError: the counts are not a valid RLE of that size.
     """
+    from pycocotools import mask as mask_utils  # only RLE needs it: polygon data trains without
+
     counts = rle["counts"]
     if isinstance(counts, list):
         if not all(type(c) is int and c >= 0 for c in counts) or sum(counts) != height * width:

@@ -30,7 +30,8 @@ class RPNHead(nn.Module):
 
         Returns:
             objectness ``(N, R)`` logits and deltas ``(N, R, 4)``, R = sum_l H_l W_l A, in the
-            anchor generator's order (location-major, anchor-minor).
+            anchor generator's order (location-major, anchor-minor); float32 also under autocast
+            (the loss and the box decoding run in float32).
         """
         logits, deltas = [], []
         for f in features:
@@ -39,4 +40,6 @@ class RPNHead(nn.Module):
             logits.append(self.cls_logits(t).permute(0, 2, 3, 1).reshape(n, -1))
             d = self.bbox_pred(t).view(n, -1, 4, h, w).permute(0, 3, 4, 1, 2)
             deltas.append(d.reshape(n, -1, 4))
-        return torch.cat(logits, 1), torch.cat(deltas, 1)
+        logits, deltas = torch.cat(logits, 1), torch.cat(deltas, 1)
+        wide = torch.promote_types(logits.dtype, torch.float32)  # float32 under autocast
+        return logits.to(wide), deltas.to(wide)

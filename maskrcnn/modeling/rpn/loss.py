@@ -11,6 +11,9 @@ from ..balanced_sampler import BalancedPositiveNegativeSampler
 from ..box_coder import BoxCoder
 from ..matcher import Matcher
 
+#: What the RPN losses are divided by (``MODEL.RPN.LOSS_NORMALIZATION``).
+RPN_LOSS_NORMALIZERS = ("sampled", "batch_size")
+
 
 class RPNLoss:
     """Match anchors to ground truth, sample, and compute the two RPN losses.
@@ -27,17 +30,23 @@ class RPNLoss:
         straddle_thresh: anchors crossing an image's border by more than this many pixels are
             ignored (label -1, never sampled), as maskrcnn-benchmark's ``STRADDLE_THRESH``;
             negative: every anchor is used (torchvision, detectron2).
+        normalizer: both losses are sums over the sampled anchors divided by ``"sampled"``,
+            their number (torchvision, maskrcnn-benchmark), or ``"batch_size"``,
+            ``batch_size_per_image`` x images (detectron2), whatever was sampled.
     """
 
     def __init__(self, *, matcher: Matcher, sampler: BalancedPositiveNegativeSampler,
                  box_coder: BoxCoder, smooth_l1_beta: float, loss_weight: float = 1.0,
-                 straddle_thresh: float = -1.0) -> None:
+                 straddle_thresh: float = -1.0, normalizer: str = "sampled") -> None:
+        if normalizer not in RPN_LOSS_NORMALIZERS:
+            raise ValueError(f"RPN loss normalizer must be one of {RPN_LOSS_NORMALIZERS}, got {normalizer!r}")
         self.matcher = matcher
         self.sampler = sampler
         self.box_coder = box_coder
         self.beta = smooth_l1_beta
         self.weight = loss_weight
         self.straddle_thresh = straddle_thresh
+        self.normalizer = normalizer
 
     def _ignore_straddling(self, labels: torch.Tensor, anchors: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """``labels`` ``(R,)`` with -1 for the anchors that cross the image (h, w) by more than the threshold."""
@@ -78,7 +87,10 @@ class RPNLoss:
         labels, reg = self.targets(anchors, gts)
         pos, neg = self.sampler.sample(labels)
         sampled = pos | neg
-        num = sampled.sum().clamp(min=1)
+        if self.normalizer == "batch_size":
+            num = float(self.sampler.batch_size_per_image * labels.shape[0])
+        else:
+            num = sampled.sum().clamp(min=1)
         bce = F.binary_cross_entropy_with_logits(objectness, labels.clamp(min=0), reduction="none")
         box = F.smooth_l1_loss(deltas, reg, beta=self.beta, reduction="none").sum(-1)
         obj_loss = torch.where(sampled, bce, torch.zeros_like(bce)).sum() / num

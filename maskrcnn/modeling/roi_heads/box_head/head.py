@@ -39,7 +39,8 @@ class MLPFeatureExtractor(nn.Module):
 
 
 class BoxPredictor(nn.Module):
-    """Class logits ``(K, num_classes)`` and class-specific deltas ``(K, num_classes * 4)``.
+    """Class logits ``(K, num_classes)`` and class-specific deltas ``(K, num_classes * 4)``, float32
+    also under autocast (losses, box decoding and NMS run in float32).
 
     Args:
         in_features: width of the features.
@@ -56,7 +57,9 @@ class BoxPredictor(nn.Module):
         nn.init.zeros_(self.bbox_pred.bias)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        return self.cls_score(x), self.bbox_pred(x)
+        scores, deltas = self.cls_score(x), self.bbox_pred(x)
+        wide = torch.promote_types(scores.dtype, torch.float32)  # float32 under autocast
+        return scores.to(wide), deltas.to(wide)
 
 
 class ROIBoxHead(nn.Module):

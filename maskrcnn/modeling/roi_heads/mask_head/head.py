@@ -46,7 +46,8 @@ class MaskFeatureExtractor(nn.Module):
 
 
 class MaskPredictor(nn.Module):
-    """2x upsampling deconv + ReLU, then 1x1 conv to one logit map per class."""
+    """2x upsampling deconv + ReLU, then 1x1 conv to one logit map per class (float32 also under
+    autocast: the loss and the pasted probabilities are float32)."""
 
     def __init__(self, *, in_channels: int, num_classes: int) -> None:
         super().__init__()
@@ -57,7 +58,8 @@ class MaskPredictor(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mask_fcn_logits(F.relu(self.conv5_mask(x)))
+        logits = self.mask_fcn_logits(F.relu(self.conv5_mask(x)))
+        return logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 under autocast
 
 
 class ROIMaskHead(nn.Module):
@@ -69,16 +71,18 @@ class ROIMaskHead(nn.Module):
         predictor: deconv + logits.
         resolution: M, side of the predicted masks and of the training targets.
         loss_weight: multiplies the mask loss.
+        target_rule: how training targets are made (see :data:`.loss.TARGET_RULES`).
     """
 
     def __init__(self, *, pooler: Pooler, feature_extractor: MaskFeatureExtractor, predictor: MaskPredictor,
-                 resolution: int, loss_weight: float = 1.0) -> None:
+                 resolution: int, loss_weight: float = 1.0, target_rule: str = "center") -> None:
         super().__init__()
         self.pooler = pooler
         self.feature_extractor = feature_extractor
         self.predictor = predictor
         self.resolution = resolution
         self.loss_weight = loss_weight
+        self.target_rule = target_rule
 
     def forward(self, features: List[torch.Tensor], boxes: List[BoxList]) -> torch.Tensor:
         """Logits ``(K, C, M, M)`` of the K boxes of the batch, in order."""
@@ -88,7 +92,7 @@ class ROIMaskHead(nn.Module):
                targets: List[BoxList]) -> Dict[str, torch.Tensor]:
         """``loss_mask`` (weighted) of ``forward(features, positives)``; ``positives`` carry
         ``labels`` and ``matched_idxs``, ``targets`` their ground truth with ``masks``."""
-        return mask_head_losses(logits, positives, targets, self.resolution, self.loss_weight)
+        return mask_head_losses(logits, positives, targets, self.resolution, self.loss_weight, self.target_rule)
 
     def inference(self, logits: torch.Tensor, detections: List[BoxList]) -> List[BoxList]:
         """New BoxLists: ``detections`` plus a ``mask`` field ``(N, 1, M, M)`` of probabilities."""
