@@ -26,6 +26,9 @@ inputs are made (``/proc/self/clear_refs``), minus the RSS at that point; on CUD
 ``torch.cuda.max_memory_allocated`` after a reset, minus what was allocated before. "beyond
 output" subtracts the result itself (an ``(N, H, W)`` bool mask is 1.2 GB in the large case).
 
+The RLE methods need pycocotools; where it is not installed they are left out (the pasting
+methods need nothing but torch and torchvision). ``benchmarks/gpu_check.py`` reuses this file.
+
 Every method runs with the same ``--threads`` torch CPU threads. On a machine shared with other
 jobs, OpenMP's spin-waiting makes multi-threaded timings erratic (seconds instead of tenths for
 the many small ops of the window path): use ``--threads 1`` or ``OMP_WAIT_POLICY=passive`` there.
@@ -33,6 +36,7 @@ the many small ops of the window path): use ``--threads 1`` or ``OMP_WAIT_POLICY
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -40,12 +44,11 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pycocotools import mask as mask_util
 from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_paste
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,6 +60,15 @@ CASES: Dict[str, Tuple[int, int, int]] = {"100 x 4000x3000": (100, 4000, 3000),
                                           "20 x 800x1333": (20, 800, 1333)}
 BUDGET = 2 ** 30  # bytes of float output per chunk for the full-image peers
 MB = 2 ** 20
+Case = Union[str, Tuple[int, int, int]]  # a name of CASES, or (detections, height, width)
+
+
+def case_shape(case: Case) -> Tuple[int, int, int]:
+    return CASES[case] if isinstance(case, str) else case
+
+
+def has_pycocotools() -> bool:
+    return importlib.util.find_spec("pycocotools") is not None
 
 
 def make_inputs(n: int, height: int, width: int, device: str) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +103,8 @@ def tv_paste_thr(masks, boxes, shape):
 
 
 def tv_paste_thr_rle(masks, boxes, shape):
+    from pycocotools import mask as mask_util
+
     rles = []
     for sl in chunks(masks.shape[0], *shape):
         binary = (tv_paste(masks[sl], boxes[sl], shape)[:, 0] >= 0.5).cpu().numpy()
@@ -116,6 +130,7 @@ def grid_sample_paste(masks, boxes, shape):
 
 
 def methods(device: str) -> Dict[str, Callable]:
+    """The methods compared on ``device``; RLE ones only where pycocotools is installed."""
     ours = {"ours paste": lambda m, b, s: paste_masks_in_image(m, b, s, impl="torch"),
             "ours rle": lambda m, b, s: masks_to_rle(m, b, s, impl="torch")}
     if device == "cuda":
@@ -123,8 +138,9 @@ def methods(device: str) -> Dict[str, Callable]:
                   "ours kernel rle": lambda m, b, s: masks_to_rle(m, b, s, impl="cuda")}
         ours = {**(kernel if _ext.load_status()[0] else {}),
                 "ours torch paste": ours["ours paste"], "ours torch rle": ours["ours rle"]}
-    return {**ours, "tv paste+thr": tv_paste_thr, "tv paste+thr+rle": tv_paste_thr_rle,
-            "grid_sample paste": grid_sample_paste}
+    found = {**ours, "tv paste+thr": tv_paste_thr, "tv paste+thr+rle": tv_paste_thr_rle,
+             "grid_sample paste": grid_sample_paste}
+    return found if has_pycocotools() else {k: v for k, v in found.items() if "rle" not in k}
 
 
 def output_bytes(result) -> int:
@@ -136,9 +152,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_methods(case: str, device: str, repeats: int) -> Dict[str, float]:
+def time_methods(case: Case, device: str, repeats: int) -> Dict[str, float]:
     """Median seconds per method, the methods interleaved within each repeat."""
-    n, height, width = CASES[case]
+    n, height, width = case_shape(case)
     masks, boxes = make_inputs(n, height, width, device)
     funcs = methods(device)
     times: Dict[str, List[float]] = {name: [] for name in funcs}
@@ -162,9 +178,9 @@ def _rss_kb(field: str) -> int:
     raise RuntimeError(field)
 
 
-def memory_worker(case: str, method: str, device: str) -> Dict[str, float]:
+def memory_worker(case: Case, method: str, device: str) -> Dict[str, float]:
     """Peak extra memory (MB) of one call of ``method``; run in a fresh process on the CPU."""
-    n, height, width = CASES[case]
+    n, height, width = case_shape(case)
     masks, boxes = make_inputs(n, height, width, device)
     fn = methods(device)[method]
     if device == "cuda":
@@ -190,7 +206,7 @@ def memory_worker(case: str, method: str, device: str) -> Dict[str, float]:
     return {"extra_mb": extra / MB, "beyond_output_mb": (extra - out) / MB, "exact": exact}
 
 
-def measure_memory(case: str, device: str, threads: int) -> Dict[str, Dict[str, float]]:
+def measure_memory(case: Case, device: str, threads: int) -> Dict[str, Dict[str, float]]:
     results = {}
     for name in methods(device):
         if device == "cuda":

@@ -1,6 +1,7 @@
 """This project against torchvision's Mask R-CNN: same weights, same images, one process.
 
     python benchmarks/bench_vs_torchvision.py [--repeats 5] [--threads N] [--skip-train] [--skip-memory]
+                                              [--channels-last]
 
 Both models hold the same seeded random weights (torchvision's ``maskrcnn_resnet50_fpn`` as
 built with pretrained weights: frozen BatchNorm, stem and stage 2 frozen; adjusted by
@@ -19,6 +20,8 @@ project with ``maskrcnn.checkpoint.convert`` and run under
   baselines are the same.
 
 It prints each time, and the ratios this project / torchvision. Same thread count for both.
+``--channels-last`` runs this project with ``MODEL.CHANNELS_LAST True`` (torchvision as it is).
+``benchmarks/gpu_check.py`` reuses the model building and the targets on a GPU.
 """
 from __future__ import annotations
 
@@ -47,43 +50,63 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "torchvision",
 SIZE = (800, 1333)
 
 
-def build(weights_path: str):
-    """(torchvision model, this project's Predictor) with identical weights."""
+def build(weights_path: str, device: str = "cpu", channels_last: bool = False):
+    """(torchvision model, this project's Predictor) with identical weights, on ``device``."""
     tv = make_confident(torchvision_maskrcnn(frozen_bn=True))
     if not os.path.isfile(weights_path):
         state, _ = convert_state_dict(tv.state_dict(), "torchvision")
         torch.save({"model": state}, weights_path)
-    return tv, Predictor.from_config(CONFIG, weights_path, opts=["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu"])
+    opts = ["MODEL.WEIGHT", "", "MODEL.DEVICE", device, "MODEL.CHANNELS_LAST", str(channels_last)]
+    return tv.to(device), Predictor.from_config(CONFIG, weights_path, opts=opts)
 
 
-def polygons(seed: int, n: int = 5):
+def polygons(seed: int, n: int = 5, size=SIZE):
     """``n`` random convex polygons (octagons) per image, as COCO flat lists, with labels."""
     g = np.random.default_rng(seed)
     out = []
+    side = min(size)
     for _ in range(n):
-        cx, cy = g.uniform(150, SIZE[1] - 150), g.uniform(150, SIZE[0] - 150)
-        rx, ry = g.uniform(30, 140), g.uniform(30, 140)
+        cx, cy = g.uniform(0.1875 * side, size[1] - 0.1875 * side), g.uniform(0.1875 * side, size[0] - 0.1875 * side)
+        rx, ry = g.uniform(0.0375 * side, 0.175 * side), g.uniform(0.0375 * side, 0.175 * side)
         t = np.linspace(0, 2 * np.pi, 9)[:-1]
         out.append(np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], 1).reshape(-1).tolist())
     return out, g.integers(1, 91, n).tolist()
 
 
-def targets(seed: int):
-    """Matching targets: this project's BoxLists and torchvision's dicts."""
-    from pycocotools import mask as mask_util
+def rasterize_convex(polys, size) -> torch.Tensor:
+    """``(N, H, W)`` uint8 masks of convex polygons: pixels whose centre is inside every edge
+    (for machines without pycocotools; its rasteriser differs on boundary pixels only)."""
+    h, w = size
+    y, x = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    out = []
+    for p in polys:
+        pts = torch.tensor(p, dtype=torch.float64).reshape(-1, 2)
+        a, b = pts, pts.roll(-1, 0)
+        cross = [(bx - ax) * (y - ay) - (by - ay) * (x - ax) for (ax, ay), (bx, by) in zip(a.tolist(), b.tolist())]
+        stack = torch.stack(cross)
+        out.append(((stack >= 0).all(0) | (stack <= 0).all(0)).to(torch.uint8))
+    return torch.stack(out)
 
+
+def targets(seed: int, n: int = 2, size=SIZE):
+    """Matching targets of ``n`` images: this project's BoxLists and torchvision's dicts."""
     ours, tvs = [], []
-    for i in range(2):
-        polys, labels = polygons(seed * 2 + i)
+    for i in range(n):
+        polys, labels = polygons(seed * 2 + i, size=size)
         xy = [np.asarray(p).reshape(-1, 2) for p in polys]
         boxes = torch.tensor([[a[:, 0].min(), a[:, 1].min(), a[:, 0].max(), a[:, 1].max()] for a in xy],
                              dtype=torch.float32)
-        target = BoxList(boxes, SIZE)
+        target = BoxList(boxes, size)
         target.add_field("labels", torch.tensor(labels))
-        target.add_field("masks", InstanceMasks([[p] for p in polys], SIZE))
+        target.add_field("masks", InstanceMasks([[p] for p in polys], size))
         ours.append(target)
-        rles = mask_util.frPyObjects(polys, SIZE[0], SIZE[1])
-        masks = torch.from_numpy(mask_util.decode(rles)).permute(2, 0, 1).contiguous()
+        try:
+            from pycocotools import mask as mask_util
+        except ImportError:
+            masks = rasterize_convex(polys, size)
+        else:
+            rles = mask_util.frPyObjects(polys, size[0], size[1])
+            masks = torch.from_numpy(mask_util.decode(rles)).permute(2, 0, 1).contiguous()
         tvs.append({"boxes": boxes.clone(), "labels": torch.tensor(labels), "masks": masks})
     return ours, tvs
 
@@ -146,9 +169,9 @@ def _rss_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def child(which: str, workload: str, weights: str) -> None:
+def child(which: str, workload: str, weights: str, channels_last: bool) -> None:
     """Runs one workload for one model in this (fresh) process and prints its peak RSS."""
-    tv, pred = build(weights)
+    tv, pred = build(weights, channels_last=channels_last)
     image = smooth_images([SIZE], seed=1)[0]
     if workload == "inference":
         fn = (lambda: infer_ours(pred, image)) if which == "ours" else (lambda: infer_tv(tv, image))
@@ -166,11 +189,11 @@ def child(which: str, workload: str, weights: str) -> None:
     print(json.dumps({"peak_mb": peak / 1024, "extra_mb": (peak - base) / 1024}))
 
 
-def measure_memory(workload: str, weights: str, threads: int) -> dict:
+def measure_memory(workload: str, weights: str, threads: int, channels_last: bool) -> dict:
     out = {}
     for which in ("ours", "torchvision"):
         cmd = [sys.executable, __file__, "--child", which, workload, "--weights", weights,
-               "--threads", str(threads)]
+               "--threads", str(threads)] + (["--channels-last"] if channels_last else [])
         res = subprocess.run(cmd, check=True, capture_output=True, text=True)
         out[which] = json.loads(res.stdout.strip().splitlines()[-1])
     o, t = out["ours"], out["torchvision"]
@@ -188,17 +211,19 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--weights", default="")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="this project with MODEL.CHANNELS_LAST True (torchvision unchanged)")
     parser.add_argument("--child", nargs=2, metavar=("WHICH", "WORKLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
-        child(args.child[0], args.child[1], args.weights)
+        child(args.child[0], args.child[1], args.weights, args.channels_last)
         return
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "converted.pth")
-        tv, pred = build(weights)
+        tv, pred = build(weights, channels_last=args.channels_last)
         print(f"torch {torch.__version__}, {args.threads} threads, images {SIZE[0]}x{SIZE[1]}, "
-              f"median of {args.repeats}", flush=True)
+              f"median of {args.repeats}, this project channels-last: {args.channels_last}", flush=True)
         image = smooth_images([SIZE], seed=1)[0]
         n = len(infer_ours(pred, image)["scores"]), len(infer_tv(tv, image)["scores"])
         print(f"detections per image: this project {n[0]}, torchvision {n[1]}")
@@ -212,7 +237,8 @@ def main() -> None:
                 make_train_step(tv, False, images, t_tv), args.repeats)
         if not args.skip_memory:
             for workload in ("inference",) + (() if args.skip_train else ("train",)):
-                results[workload + "_memory"] = measure_memory(workload, weights, args.threads)
+                results[workload + "_memory"] = measure_memory(workload, weights, args.threads,
+                                                               args.channels_last)
         print("goals: inference ratio <= 0.80, train step ratio <= 0.90, peak memory ratio <= 1.00")
         print(json.dumps(results))
 

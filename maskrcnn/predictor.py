@@ -176,12 +176,16 @@ class Predictor:
         batch = [self.transform(im, None)[0] for im in images]
         outputs = []
         for det, (h, w) in zip(self.model.predict(batch), sizes):
-            det = det.to("cpu").resize((h, w))
+            det = det.resize((h, w))
+            masks = None
+            if det.has_field("mask"):  # pasted where the model runs (the CUDA kernel on a GPU), same masks
+                masks = paste_masks_in_image(det.get_field("mask"), det.bbox, (h, w),
+                                             threshold=self.mask_threshold, rule=self.paste_rule).cpu()
+            det = det.to("cpu")
             labels = det.get_field("labels")
             out = {"boxes": det.bbox, "scores": det.get_field("scores"),
                    "labels": self._label_to_id[labels] if self._label_to_id is not None else labels}
-            if det.has_field("mask"):
-                out["masks"] = paste_masks_in_image(det.get_field("mask"), det.bbox, (h, w),
-                                                     threshold=self.mask_threshold, rule=self.paste_rule)
+            if masks is not None:
+                out["masks"] = masks
             outputs.append(out)
         return outputs

@@ -131,7 +131,9 @@ def _continue(cfg: CfgNode, run_cfg: CfgNode, seed: int, extra: dict) -> CfgNode
 
 
 def _ddp(model: nn.Module) -> nn.Module:
-    if get_world_size() < 2:
+    """DDP-wrapped whenever a process group exists: from 2 processes, or a group of one that the
+    caller made (``benchmarks/gpu_check.py`` checks DDP on nccl that way)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return model
     device_ids = [torch.cuda.current_device()] if model.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False,

@@ -125,3 +125,53 @@ def test_unknown_resize_mode_is_an_error():
 
     with pytest.raises(ValueError, match="resize mode"):
         ResizeShortestEdge(800, 1333, "nearest")
+
+
+def detectron2_output_shape(oldh, oldw, short_edge_length, max_size):
+    """detectron2's ResizeShortestEdge.get_output_shape, as published."""
+    h, w = oldh, oldw
+    size = short_edge_length * 1.0
+    scale = size / min(h, w)
+    if h < w:
+        newh, neww = size, scale * w
+    else:
+        newh, neww = scale * h, size
+    if max(newh, neww) > max_size:
+        scale = max_size * 1.0 / max(newh, neww)
+        newh = newh * scale
+        neww = neww * scale
+    return int(newh + 0.5), int(neww + 0.5)
+
+
+def test_detectron2_sizes():
+    rng = np.random.default_rng(0)
+    for h, w, short in zip(rng.integers(20, 3000, 500), rng.integers(20, 3000, 500), rng.choice([640, 800], 500)):
+        assert get_resize_size(int(h), int(w), int(short), 1333, "detectron2") == detectron2_output_shape(h, w, short, 1333)
+    # Halves round up in detectron2 (int(x + 0.5)); Python's round would give 4.
+    assert get_resize_size(4, 6, 3, 1333, "detectron2") == (3, 5)
+    assert get_resize_size(4, 6, 3, 1333) == (3, 4)
+
+
+@pytest.mark.parametrize("hw, short", [((60, 90), 120), ((480, 640), 200), ((333, 517), 800)])
+def test_pil_resize_mode_is_pils_bilinear(hw, short):
+    """RESIZE_MODE "pil": detectron2's ResizeTransform, i.e. PIL's Image.BILINEAR on the uint8 image."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(1)
+    image = torch.randint(0, 256, (3,) + hw, dtype=torch.uint8, generator=g)
+    out, target = ResizeShortestEdge((short,), 1333, "pil")(image, _target(*hw))
+    new_h, new_w = detectron2_output_shape(*hw, short, 1333)
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((new_w, new_h), Image.BILINEAR)
+    assert out.dtype == torch.uint8 and out.shape == (3, new_h, new_w)
+    assert np.array_equal(out.permute(1, 2, 0).numpy(), np.asarray(pil))
+    assert target.size == (new_h, new_w) and target.get_field("masks").size == (new_h, new_w)
+    antialias, _ = ResizeShortestEdge((short,), 1333, "antialias")(image)
+    if short < min(hw):  # shrinking: torchvision's antialiased filter is not PIL's (upscaling agrees)
+        assert antialias.shape == out.shape and not torch.equal(antialias, out)
+
+
+def test_build_transforms_pil_mode():
+    cfg = SimpleNamespace(INPUT=SimpleNamespace(MIN_SIZE_TRAIN=(640, 800), MAX_SIZE_TRAIN=1333, MIN_SIZE_TEST=800,
+                                                MAX_SIZE_TEST=1333, HORIZONTAL_FLIP_PROB_TRAIN=0.5,
+                                                RESIZE_MODE="pil"))
+    assert build_transforms(cfg, True).transforms[0].mode == build_transforms(cfg, False).transforms[0].mode == "pil"

@@ -15,7 +15,10 @@ Differences handled here:
 
 The input convention is BGR 0..255 with detectron2's mean (unless the file stores
 ``pixel_mean`` / ``pixel_std``), stride in the 1x1 conv for MSRA ResNets, and ROIAlign with
-half-pixel alignment (``POOLER_ALIGNED True``).
+half-pixel alignment (``POOLER_ALIGNED True``). The whole recipe, training included, is
+``configs/detectron2/mask_rcnn_R_50_FPN_1x.yaml`` (:data:`RECOMMENDED_CONFIG_FILE`); the
+recommended config holds its keys that change what the weights compute: the input, ROIAlign
+(aligned, adaptive sampling), the unrounded anchors and PIL's resize.
 """
 from __future__ import annotations
 
@@ -29,12 +32,26 @@ from .common import (ANCHORS, BN_COUNTER, CLASSIFIER, RESNEXT_STD, RGB_01, add_b
                      input_config, rule_table)
 from .report import ConversionReport
 
-__all__ = ["RECOMMENDED_CONFIG", "convert_detectron2"]
+__all__ = ["RECOMMENDED_CONFIG", "RECOMMENDED_CONFIG_FILE", "convert_detectron2"]
 
-# What detectron2's MSRA ResNet recipes (its configs/defaults.py) train with, as this project's
-# config keys: BGR 0..255 minus detectron2's mean, stride in the 1x1 conv, aligned ROIAlign.
-RECOMMENDED_CONFIG = input_config(bgr255=True, mean=[103.530, 116.280, 123.675], std=[1.0, 1.0, 1.0],
-                                  stride_in_1x1=True, aligned=True)
+#: detectron2's R-50-FPN Mask R-CNN recipe as this project's config (relative to the repository).
+RECOMMENDED_CONFIG_FILE = "configs/detectron2/mask_rcnn_R_50_FPN_1x.yaml"
+
+# What detectron2's models compute with besides the input (its configs/defaults.py and
+# Base-RCNN-FPN.yaml), as this project's keys: ROIAlignV2 with adaptive sampling, anchors
+# without rounding, PIL's bilinear resize.
+_MODEL_CONFIG = {
+    "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO": 0,
+    "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": 0,
+    "MODEL.RPN.ANCHOR_ROUNDING": False,
+    "MODEL.RPN.ANCHOR_STRIDES_FROM_IMAGE": False,
+    "INPUT.RESIZE_MODE": "pil",
+}
+
+# What detectron2's MSRA ResNet recipes train with, as this project's config keys: BGR 0..255
+# minus detectron2's mean, stride in the 1x1 conv, aligned ROIAlign, and _MODEL_CONFIG.
+RECOMMENDED_CONFIG = {**input_config(bgr255=True, mean=[103.530, 116.280, 123.675], std=[1.0, 1.0, 1.0],
+                                     stride_in_1x1=True, aligned=True), **_MODEL_CONFIG}
 
 # The backbone's names start with "backbone.bottom_up." in detection models; ResNets converted
 # for detectron2 (convert-torchvision-to-d2.py) have none.
@@ -106,6 +123,7 @@ def _input_config(state: Mapping[str, Any], arch: Dict[str, Any]) -> Dict[str, A
             cfg.update({"INPUT.TO_BGR255": True, "INPUT.PIXEL_MEAN": mean, "INPUT.PIXEL_STD": std})
     cfg["MODEL.ROI_BOX_HEAD.POOLER_ALIGNED"] = True
     cfg["MODEL.ROI_MASK_HEAD.POOLER_ALIGNED"] = True
+    cfg.update(_MODEL_CONFIG)
     return cfg
 
 
@@ -129,6 +147,5 @@ def convert_detectron2(state: Mapping[str, Any], model_state: Optional[Mapping[s
     report.recommended_config = {**_input_config(state, arch), **arch}
     if "roi_heads.box.predictor.cls_score.weight" in out:
         report.notes.append("detectron2 scores have background last; reordered to background first")
-    report.notes.append("anchors here are torchvision's (rounded sizes); detectron2's are not "
-                        "rounded, so proposals can differ slightly")
+    report.notes.append(f"detectron2's whole recipe (training included): --config-file {RECOMMENDED_CONFIG_FILE}")
     return out, report

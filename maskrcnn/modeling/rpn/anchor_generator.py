@@ -10,8 +10,7 @@ padded to 32 gives P6 13 cells of stride 61 in torchvision, not 64).
 
 Cell anchors come in two flavours (``MODEL.RPN.ANCHOR_ROUNDING``): rounded to whole pixels
 (torchvision, maskrcnn-benchmark) or exact (detectron2's ``DefaultAnchorGenerator``, offset 0).
-For aspect ratio 1 they agree; for 0.5 and 2 the corners differ by less than 0.5 px (0.37 px
-for the default sizes).
+For aspect ratio 1 they agree; for 0.5 and 2 the corners differ by less than 0.5 px.
 """
 from __future__ import annotations
 
