@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -50,13 +51,18 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "torchvision",
 SIZE = (800, 1333)
 
 
-def build(weights_path: str, device: str = "cpu", channels_last: bool = False):
-    """(torchvision model, this project's Predictor) with identical weights, on ``device``."""
+def build(weights_path: str, device: str = "cpu", channels_last: bool = False, min_size: int = 800,
+          max_size: int = 1333, opts: Sequence[str] = ()):
+    """(torchvision model, this project's Predictor) with identical weights, on ``device``; both
+    resize images to ``min_size`` / ``max_size`` (torchvision's defaults); ``opts``: more
+    ``KEY VALUE`` config overrides for this project."""
     tv = make_confident(torchvision_maskrcnn(frozen_bn=True))
     if not os.path.isfile(weights_path):
         state, _ = convert_state_dict(tv.state_dict(), "torchvision")
         torch.save({"model": state}, weights_path)
-    opts = ["MODEL.WEIGHT", "", "MODEL.DEVICE", device, "MODEL.CHANNELS_LAST", str(channels_last)]
+    tv.transform.min_size, tv.transform.max_size = (min_size,), max_size
+    opts = ["MODEL.WEIGHT", "", "MODEL.DEVICE", device, "MODEL.CHANNELS_LAST", str(channels_last),
+            "INPUT.MIN_SIZE_TEST", str(min_size), "INPUT.MAX_SIZE_TEST", str(max_size), *opts]
     return tv.to(device), Predictor.from_config(CONFIG, weights_path, opts=opts)
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Tuple
 import torch
 
 import bench_vs_torchvision as bvt
+from bench_mask_paste import has_pycocotools
 from maskrcnn.engine.trainer import Trainer
 from peers import smooth_images
 
@@ -29,12 +30,21 @@ DRY_SIZE, DRY_BATCH = (96, 128), 2
 _models: Dict[Tuple[str, str], Tuple[Any, Any]] = {}
 
 
-def _models_on(device: str, tmp: str):
-    """(torchvision model, Predictor) on ``device``, built once per run."""
+def _models_on(device: str, tmp: str, dry_run: bool):
+    """(torchvision model, Predictor) on ``device``, built once per run; in a dry run both
+    resize to the tiny size instead of 800."""
     key = (device, tmp)
     if key not in _models:
-        _models[key] = bvt.build(os.path.join(tmp, "converted.pth"), device=device)
+        sizes = dict(min_size=DRY_SIZE[0], max_size=DRY_SIZE[1]) if dry_run else {}
+        _models[key] = bvt.build(os.path.join(tmp, "converted.pth"), device=device,
+                                 opts=["MODEL.ROI_MASK_HEAD.TARGET_RULE", mask_target_rule()], **sizes)
     return _models[key]
+
+
+def mask_target_rule() -> str:
+    """The config's torchvision rule rasterises polygons with pycocotools; without it, "center"
+    (this project's default: sampled at the cell centres on the device)."""
+    return "torchvision" if has_pycocotools() else "center"
 
 
 def _sync(device: str) -> None:
@@ -91,7 +101,7 @@ def _tv_step(model, images, targets, amp: bool, device: str) -> Callable[[], flo
 
 def train_throughput(device: str, tmp: str, repeats: int, dry_run: bool) -> Dict[str, Any]:
     """Images / s of both models, AMP off and on; ``repeats`` timed steps after 2 warm-up steps."""
-    tv, pred = _models_on(device, tmp)
+    tv, pred = _models_on(device, tmp, dry_run)
     size, n = (DRY_SIZE, DRY_BATCH) if dry_run else (TRAIN_SIZE, TRAIN_BATCH)
     warmup, steps = (0, 1) if dry_run else (2, max(repeats, 3))
     images = [im.to(device) for im in smooth_images([size] * n, seed=2)]
@@ -100,6 +110,7 @@ def train_throughput(device: str, tmp: str, repeats: int, dry_run: bool) -> Dict
     t_tv = [{k: v.to(device) for k, v in t.items()} for t in t_tv]
     tv_images = [im.float() / 255 for im in images]
     out: Dict[str, Any] = {"batch": n, "size": list(size), "timed_steps": steps,
+                           "mask_target_rule": mask_target_rule(),
                            "amp_dtype": str(_amp_dtype(device)).replace("torch.", "")}
     table = []
     for amp in (False, True):
@@ -144,7 +155,7 @@ def _tv_infer(tv, image: torch.Tensor, device: str) -> Dict[str, torch.Tensor]:
 
 def inference_latency(device: str, tmp: str, repeats: int, dry_run: bool) -> Dict[str, Any]:
     """Median seconds per image (one image per call), float32 and under autocast."""
-    tv, pred = _models_on(device, tmp)
+    tv, pred = _models_on(device, tmp, dry_run)
     tv.eval()
     size = DRY_SIZE if dry_run else bvt.SIZE
     image = smooth_images([size], seed=1)[0]  # uint8, host memory
@@ -154,14 +165,18 @@ def inference_latency(device: str, tmp: str, repeats: int, dry_run: bool) -> Dic
     for amp in (False, True):
         ctx = (lambda: torch.autocast(device, dtype=_amp_dtype(device))) if amp else nullcontext
 
+        last: Dict[str, Any] = {}
+
         def ours() -> Dict[str, torch.Tensor]:
             with ctx():
-                return pred(image)
+                last["ours"] = pred(image)
+            return last["ours"]
 
         def theirs() -> Dict[str, torch.Tensor]:
             with ctx():
                 return _tv_infer(tv, image, device)
-        ours(), theirs()  # warm-up
+        if not dry_run:
+            ours(), theirs()  # warm-up
         times: Dict[str, List[float]] = {"ours": [], "torchvision": []}
         peaks = {}
         for r in range(runs):
@@ -170,7 +185,7 @@ def inference_latency(device: str, tmp: str, repeats: int, dry_run: bool) -> Dic
                 times[name].append(t)
         mo, mt = statistics.median(times["ours"]), statistics.median(times["torchvision"])
         tag = "amp" if amp else "fp32"
-        out[tag] = {"ours_s": mo, "torchvision_s": mt, "ratio": mo / mt, "detections": len(ours()["scores"]),
+        out[tag] = {"ours_s": mo, "torchvision_s": mt, "ratio": mo / mt, "detections": len(last["ours"]["scores"]),
                     "ours_peak_cuda_mb": peaks["ours"], "torchvision_peak_cuda_mb": peaks["torchvision"]}
         table.append((f"{tag}: s / image ours | torchvision", f"{mo:.4g} | {mt:.4g}", ""))
         table.append((f"{tag}: ratio ours / torchvision", mo / mt, "<= 1"))

@@ -182,6 +182,11 @@ def _check_consistency(cfg: CfgNode) -> None:
                               f"remove {key})")
     if not gn.EPSILON > 0:
         raise ConfigError(f"MODEL.GROUP_NORM.EPSILON = {gn.EPSILON!r} must be > 0")
+    div, first = cfg.DATALOADER.SIZE_DIVISIBILITY, cfg.MODEL.RPN.ANCHOR_STRIDE[0]
+    if cfg.MODEL.RPN.ANCHOR_STRIDES_FROM_IMAGE and (div <= 0 or div % first):
+        raise ConfigError(f"MODEL.RPN.ANCHOR_STRIDES_FROM_IMAGE True derives the strides from the padded image, "
+                          f"which needs DATALOADER.SIZE_DIVISIBILITY ({div}) to be a positive multiple of "
+                          f"MODEL.RPN.ANCHOR_STRIDE[0] ({first}): set DATALOADER.SIZE_DIVISIBILITY 32 (torchvision's)")
 
 
 def check_supported(cfg: CfgNode) -> None:

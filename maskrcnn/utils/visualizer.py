@@ -112,21 +112,44 @@ def _text_color(background: RGB) -> RGB:
     return (0, 0, 0) if luminance > 140 else (255, 255, 255)
 
 
+def _overlaps(a: Tuple[float, ...], b: Tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _place_label(box: Sequence[float], tw: float, th: float, size: Tuple[int, int],
+                 taken: Sequence[Tuple[float, ...]]) -> Tuple[float, float]:
+    """Top-left corner of a ``tw x th`` label of ``box``: above it, else inside its top, else
+    below it, else inside its bottom; the first spot free of the labels ``taken``."""
+    height, width = size
+    x = min(max(0.0, box[0]), max(0.0, width - tw))
+    spots = [y for y in (box[1] - th, box[1], box[3], box[3] - th) if 0 <= y <= height - th]
+    spots = spots or [max(0.0, min(box[1], height - th))]
+    for y in spots:
+        if not any(_overlaps((x, y, x + tw, y + th), t) for t in taken):
+            return x, y
+    return x, spots[0]
+
+
 def _draw_labels(canvas: torch.Tensor, boxes: torch.Tensor, texts: Sequence[str],
                  colors: Sequence[RGB], font_size: int) -> torch.Tensor:
-    """Each text on a filled box of its colour, above its box (inside when there is no room)."""
+    """Each text on a filled box of its colour, next to its box (see :func:`_place_label`).
+
+    The last instances (the highest scores, drawn on top) choose their spot first.
+    """
     pil = Image.fromarray(canvas.permute(1, 2, 0).numpy())
     draw = ImageDraw.Draw(pil)
     font = _font(font_size)
     pad = max(1, font_size // 6)
-    width = pil.size[0]
-    for box, text, color in zip(boxes.tolist(), texts, colors):
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    boxes_l = boxes.tolist()
+    spots: list = [None] * len(texts)
+    for i in range(len(texts) - 1, -1, -1):
+        left, top, right, bottom = draw.textbbox((0, 0), texts[i], font=font)
         tw, th = right - left + 2 * pad, bottom - top + 2 * pad
-        x = min(max(0.0, box[0]), max(0.0, width - tw))
-        y = box[1] - th if box[1] - th >= 0 else max(0.0, box[1])
-        draw.rectangle((x, y, x + tw - 1, y + th - 1), fill=color)
-        draw.text((x + pad - left, y + pad - top), text, fill=_text_color(color), font=font)
+        x, y = _place_label(boxes_l[i], tw, th, (pil.size[1], pil.size[0]), [s[0] for s in spots if s])
+        spots[i] = ((x, y, x + tw, y + th), (left, top))
+    for (rect, (left, top)), text, color in zip(spots, texts, colors):
+        draw.rectangle((rect[0], rect[1], rect[2] - 1, rect[3] - 1), fill=color)
+        draw.text((rect[0] + pad - left, rect[1] + pad - top), text, fill=_text_color(color), font=font)
     return torch.from_numpy(np.array(pil)).permute(2, 0, 1).contiguous()
 
 

@@ -146,7 +146,8 @@ def detectron2_output_shape(oldh, oldw, short_edge_length, max_size):
 def test_detectron2_sizes():
     rng = np.random.default_rng(0)
     for h, w, short in zip(rng.integers(20, 3000, 500), rng.integers(20, 3000, 500), rng.choice([640, 800], 500)):
-        assert get_resize_size(int(h), int(w), int(short), 1333, "detectron2") == detectron2_output_shape(h, w, short, 1333)
+        want = detectron2_output_shape(h, w, short, 1333)
+        assert get_resize_size(int(h), int(w), int(short), 1333, "detectron2") == want
     # Halves round up in detectron2 (int(x + 0.5)); Python's round would give 4.
     assert get_resize_size(4, 6, 3, 1333, "detectron2") == (3, 5)
     assert get_resize_size(4, 6, 3, 1333) == (3, 4)

@@ -9,7 +9,8 @@
   ROIAlignV2 with adaptive sampling; the converter's recommended config agrees with the file;
 * torchvision (``configs/torchvision/maskrcnn_resnet50_fpn.yaml``): anchor strides derived from
   the padded image, and mask targets equal to ``project_masks_on_boxes`` on full bitmaps
-  (polygons and RLE, resized and flipped) although no full-image mask is built.
+  (polygons and RLE, resized and flipped) although no full-image mask is built: each instance's
+  window is an exact crop of the full raster.
 (PIL's resize of the detectron2 recipe: ``tests/data/test_transforms.py``; the whole torchvision
 training step: ``test_torchvision_train_parity.py``.)
 """
@@ -220,7 +221,8 @@ def test_torchvision_mask_targets_equal_project_masks_on_boxes(resize, flip):
 def test_torchvision_mask_targets_edge_cases():
     masks = InstanceMasks([[[-5.0, -5.0, 30.0, -5.0, 30.0, 20.0, -5.0, 20.0]], [[0.0, 0.0, 1.0, 0.0]]],
                           (40, 50))
-    assert roi_align_mask_targets([masks], [torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.int64)], 7).shape == (0, 7, 7)
+    none = roi_align_mask_targets([masks], [torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.int64)], 7)
+    assert none.shape == (0, 7, 7)
     boxes = torch.tensor([[0.0, 0.0, 40.0, 30.0], [10.0, 10.0, 20.0, 20.0]])
     out = roi_align_mask_targets([masks], [boxes], [torch.tensor([0, 1])], 14)
     full = torch.from_numpy(mask_utils.decode(mask_utils.frPyObjects(
@@ -309,3 +311,46 @@ def test_detectron2_converter_recommends_the_recipe_file():
 def test_new_choices_agree_with_the_modules():
     assert CHOICES["MODEL.ROI_MASK_HEAD.TARGET_RULE"][0] == TARGET_RULES
     assert CHOICES["MODEL.RPN.LOSS_NORMALIZATION"][0] == RPN_LOSS_NORMALIZERS
+
+
+def test_strides_from_image_need_a_padded_batch():
+    from maskrcnn.config import ConfigError
+
+    with pytest.raises(ConfigError, match="DATALOADER.SIZE_DIVISIBILITY .*MODEL.RPN.ANCHOR_STRIDE"):
+        load_cfg(TV, ["DATALOADER.SIZE_DIVISIBILITY", 0])
+    assert load_cfg(TV, ["DATALOADER.SIZE_DIVISIBILITY", 64]).MODEL.RPN.ANCHOR_STRIDES_FROM_IMAGE
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torchvision_mask_targets_on_cuda_equal_the_cpu_ones():
+    rng = np.random.default_rng(4)
+    polys, rle = _instances(rng, 120, 168)
+    masks = InstanceMasks(polys, (120, 168), rles=[None, None, rle])
+    boxes, idx = _random_boxes(rng, 120, 168, 200), torch.tensor(rng.integers(0, 3, 200))
+    cpu = roi_align_mask_targets([masks], [boxes], [idx], 28)
+    gpu = roi_align_mask_targets([masks.to("cuda")], [boxes.cuda()], [idx.cuda()], 28)
+    assert gpu.device.type == "cuda" and (gpu.cpu() - cpu).abs().max() <= 1e-5
+
+
+def test_instance_windows_are_crops_of_the_full_raster():
+    """Each window is exactly the full-image pycocotools raster (RLE: flipped, then nearest-
+    resized) on its pixels, and the raster is zero outside the window."""
+    from maskrcnn.modeling.roi_heads.mask_head.roi_align_targets import instance_windows
+
+    rng = np.random.default_rng(5)
+    for trial in range(6):
+        h, w = int(rng.integers(60, 200)), int(rng.integers(60, 200))
+        polys, rle = _instances(rng, h, w)
+        masks = InstanceMasks(polys, (h, w), rles=[None, None, rle])
+        full = [mask_utils.decode(mask_utils.frPyObjects(parts, h, w)).any(2) for parts in polys[:2]]
+        full.append(mask_utils.decode(rle).astype(bool))
+        if trial % 2:
+            masks = masks.flip_horizontal()
+            full = [mask_utils.decode(mask_utils.frPyObjects(
+                [masks.points[masks.part_ptr[k]:masks.part_ptr[k + 1]].double().flatten().tolist()
+                 for k in range(len(masks.part_owner)) if masks.part_owner[k] == i], h, w)).any(2) for i in range(2)]
+            full.append(mask_utils.decode(rle)[:, ::-1].astype(bool))
+        for (window, x0, y0), bitmap in zip(instance_windows(masks), full):
+            wh, ww = window.shape
+            assert np.array_equal(window.astype(bool), bitmap[y0:y0 + wh, x0:x0 + ww])
+            assert bitmap.sum() == window.sum() > 0

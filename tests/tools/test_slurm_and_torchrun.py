@@ -113,12 +113,19 @@ def test_torchrun_two_nodes_with_c10d_rendezvous(tmp_path):
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", SLURM_PROCID="7", SLURM_NTASKS="9",
                SLURM_STEP_NUM_TASKS="9", SLURM_LOCALID="5")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "job7",
-           str(script), str(tmp_path)]
-    agents = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-              for _ in range(2)]
-    outputs = [a.communicate(timeout=300)[0] for a in agents]
+    def agent(is_host):  # as on two machines: the first hosts the rendezvous store
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "job7",
+               "--rdzv-conf", f"is_host={is_host},join_timeout=240,read_timeout=240", str(script), str(tmp_path)]
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    agents = [agent(1), agent(0)]
+    try:
+        outputs = [a.communicate(timeout=400)[0] for a in agents]
+    except subprocess.TimeoutExpired:
+        for a in agents:
+            a.kill()
+        raise AssertionError("torchrun agents hung:\n" + "\n".join(a.communicate()[0][-2000:] for a in agents))
     assert all(a.returncode == 0 for a in agents), outputs
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in results] == [2, 2]

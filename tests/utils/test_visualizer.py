@@ -121,6 +121,17 @@ def test_overlapping_masks_show_the_top_instance_not_black():
     assert overlap == alone  # the higher-scoring instance (drawn last) is on top
 
 
+def test_labels_of_boxes_sharing_a_corner_do_not_cover_each_other():
+    from maskrcnn.utils.visualizer import _place_label
+
+    box = [20.0, 30.0, 120.0, 150.0]
+    assert _place_label(box, 50, 12, (200, 200), []) == (20.0, 18.0)  # above the box
+    assert _place_label(box, 50, 12, (200, 200), [(20, 18, 70, 30)]) == (20.0, 30.0)  # inside its top
+    assert _place_label(box, 50, 12, (200, 200), [(20, 18, 70, 30), (20, 30, 70, 42)]) == (20.0, 150.0)
+    assert _place_label([0.0, 0.0, 200.0, 200.0], 50, 12, (200, 200), []) == (0.0, 0.0)  # no room outside
+    assert _place_label([180.0, 5.0, 199.0, 20.0], 50, 12, (200, 200), []) == (150.0, 5.0)  # kept in the image
+
+
 def test_side_by_side_panels_with_titles():
     a = draw_ground_truth(*_scene(120, 160)[:3], NAMES)
     b = torch.zeros((3, 100, 200), dtype=torch.uint8)
