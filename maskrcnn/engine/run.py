@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import Checkpointer
 from ..config import CfgNode, ConfigError, resolve_num_classes
+from ..solver.scaling import auto_scale_workers
 from ..data.build import build_test_loaders, build_train_dataset, build_train_loader, dataset_categories
 from ..data.prefetch import DevicePrefetcher
 from ..modeling import build_model
@@ -151,6 +152,7 @@ def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
     bit, as an uninterrupted one (given the same processes and threads).
     """
     amp_settings(cfg)  # a refused AMP setting stops the run before the data is read
+    cfg = auto_scale_workers(cfg, get_world_size())  # SOLVER.REFERENCE_WORLD_SIZE (0: unchanged)
     seed = seed_all(cfg.SEED)
     dataset = build_train_dataset(cfg)
     categories = dataset_categories(dataset)

@@ -324,3 +324,18 @@ def test_finetune_onto_fewer_classes_skips_the_class_layers(trained, tmp_path):
     ckpt = torch.load(tmp_path / "ft" / "model_final.pth", map_location="cpu", weights_only=True)
     assert ckpt["model"]["roi_heads.box.predictor.cls_score.weight"].shape[0] == 3  # 2 + background
     assert [c["name"] for c in ckpt["categories"]] == ["circle", "square"]
+
+
+def test_reference_world_size_rescales_the_run(tmp_path):
+    """A schedule written for 2 processes, run on 1: half the batch and LR, twice the iterations,
+    and the run really goes to the scaled MAX_ITER (what config.yaml and the last checkpoint say)."""
+    out = tmp_path / "out"
+    cfg = tiny_yaml(str(tmp_path / "data"), out, MAX_ITER=2, STEPS=[1], WARMUP_ITERS=1,
+                    CHECKPOINT_PERIOD=1, IMS_PER_BATCH=4, BASE_LR=0.02)
+    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", cfg, "DATASETS.TEST", "()",
+                "SOLVER.REFERENCE_WORLD_SIZE", "2"])
+    saved = yaml.safe_load((out / "config.yaml").read_text())["SOLVER"]
+    assert saved["MAX_ITER"] == 4 and saved["IMS_PER_BATCH"] == 2 and list(saved["STEPS"]) == [2]
+    assert abs(saved["BASE_LR"] - 0.01) < 1e-12 and saved["CHECKPOINT_PERIOD"] == 2
+    assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 4
+    assert "REFERENCE_WORLD_SIZE" in proc.stdout + proc.stderr
