@@ -6,6 +6,7 @@ All functions degrade gracefully to single-process behaviour when
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
@@ -185,12 +186,21 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800) -> boo
         rank=rank,
         timeout=datetime.timedelta(seconds=timeout_s),
     )
+    # A group still alive when the interpreter exits can abort the process (SIGABRT from gloo's
+    # threads), which a multi-node torchrun agent reports as a failed run after it succeeded.
+    atexit.register(_destroy_at_exit)
     logger.info(
         "initialised distributed: backend=%s rank=%d/%d local_rank=%d timeout=%gs",
         backend, rank, world, local_rank, timeout_s,
     )
     synchronize()
     return True
+
+
+def _destroy_at_exit() -> None:
+    """Destroys the default process group, if any (local: no collective, so it cannot hang on a dead peer)."""
+    if _is_dist():
+        dist.destroy_process_group()
 
 
 def local_rank_from_env_or_arg(arg_value: int | None) -> int:

@@ -33,7 +33,8 @@ def _cfg(data_dir, catalog_entries=None, workers=0, grouping=True):
                    MAX_SIZE_TEST=160, HORIZONTAL_FLIP_PROB_TRAIN=0.5, RESIZE_MODE="antialias"),
         DATALOADER=Node(NUM_WORKERS=workers, ASPECT_RATIO_GROUPING=grouping,
                         FILTER_EMPTY_ANNOTATIONS=True),
-        SOLVER=Node(IMS_PER_BATCH=4, MAX_ITER=5), TEST=Node(IMS_PER_BATCH=3), SEED=7)
+        SOLVER=Node(IMS_PER_BATCH=4, MAX_ITER=5), TEST=Node(IMS_PER_BATCH=3), SEED=7,
+        MODEL=Node(DEVICE="cpu"))  # the loaders pin memory for a CUDA model only
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ Stated tolerance of bfloat16 against float32 (one training step's losses, same w
 batch): relative 2e-2 plus absolute 1e-3 per loss; measured on the tiny detector over three
 initialisations: at most 3.5e-3 relative.
 """
-import json
 import os
 import shutil
 
@@ -208,54 +207,47 @@ def test_bf16_training_resumes_exactly(tmp_path):
     assert all(torch.isfinite(v).all() for v in x["model"].values() if v.is_floating_point())
 
 
-def _coco_json(path, images, annotations):
-    """A COCO file over ``images`` with categories 1..90, so that label k is category id k (the
-    91-class torchvision layout)."""
-    cats = [{"id": k, "name": f"class {k}"} for k in range(1, 91)]
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": cats}))
-    return str(path)
+
+@pytest.fixture(scope="module")
+def shapes_model(tmp_path_factory):
+    """The tiny detector trained on 64 shapes images for 300 iterations with bfloat16 AMP (about
+    20 s on 2 idle cores, 80 s on a busy machine), and the config to evaluate it on 24 others."""
+    base = tmp_path_factory.mktemp("amp_shapes")
+    train_ann, train_dir = ensure_shapes_dataset(str(base / "data"), "train", 64, 0)
+    val_ann, val_dir = ensure_shapes_dataset(str(base / "data"), "val", 24, 1)
+    cfg = tiny_cfg()
+    cfg.merge_from_list([
+        "DATASETS.CATALOG", {"tr": {"ANN_FILE": train_ann, "IMG_DIR": train_dir},
+                             "va": {"ANN_FILE": val_ann, "IMG_DIR": val_dir}},
+        "DATASETS.TRAIN", ("tr",), "DATASETS.TEST", (), "DATALOADER.NUM_WORKERS", 0, "SEED", 0,
+        "SOLVER.MAX_ITER", 300, "SOLVER.IMS_PER_BATCH", 4, "SOLVER.BASE_LR", 0.02, "SOLVER.STEPS", (240,),
+        "SOLVER.WARMUP_ITERS", 50, "SOLVER.CHECKPOINT_PERIOD", 1000, "SOLVER.LOG_PERIOD", 100,
+        "SOLVER.CLIP_GRADIENTS.ENABLED", True, "SOLVER.AMP.ENABLED", True, "SOLVER.AMP.DTYPE", "bfloat16",
+        "INPUT.MIN_SIZE_TRAIN", (80,), "INPUT.MAX_SIZE_TRAIN", 136, "INPUT.MIN_SIZE_TEST", 80,
+        "INPUT.MAX_SIZE_TEST", 136, "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", 1,
+        "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", 1, "MODEL.ROI_BOX_HEAD.NUM_CLASSES", 0,
+        "TEST.IMS_PER_BATCH", 8, "OUTPUT_DIR", str(base / "out")])
+    os.makedirs(cfg.OUTPUT_DIR)
+    run.train(cfg)
+    cfg.merge_from_list(["DATASETS.TEST", ("va",), "MODEL.ROI_BOX_HEAD.NUM_CLASSES", 4])
+    return cfg, str(base / "out" / "model_final.pth")
 
 
-def test_bf16_inference_keeps_95_percent_of_float32_ap(tmp_path):
-    """COCO AP (the project's ``evaluate``) of bfloat16 detections against the float32 ones.
-
-    The model: torchvision's R-50-FPN Mask R-CNN layout with weights made to detect confidently
-    (``tests/peers.py``), converted; the images: the shapes validation images; the ground truth:
-    the float32 detections scoring >= 0.5, so float32's AP is 100 by construction and bfloat16's
-    measures how much of it survives. (Training a shapes model long enough for a meaningful AP
-    takes minutes on 2 cores; the README gives that measurement for the quickstart model.)
-    """
-    from maskrcnn.checkpoint.convert import convert_state_dict
-    from maskrcnn.config import load_cfg
+def test_bf16_inference_keeps_95_percent_of_float32_ap(shapes_model):
+    """COCO AP through the project's ``evaluate``; measured here: bbox 12.5 / segm 15.7 in float32,
+    12.6 / 15.8 under bfloat16 (the quickstart model: README, section GPU)."""
+    from maskrcnn.checkpoint import Checkpointer
     from maskrcnn.data.build import build_test_loaders
     from maskrcnn.engine.inference import evaluate
-    from peers import make_confident, torchvision_maskrcnn
 
-    ann, img_dir = ensure_shapes_dataset(str(tmp_path / "data"), "val", 6, 1)
-    images = json.loads(open(ann).read())["images"]
-    weights = tmp_path / "w.pth"
-    state, _ = convert_state_dict(make_confident(torchvision_maskrcnn(frozen_bn=True)).state_dict(), "torchvision")
-    torch.save({"model": state}, weights)
-
-    def ap(name, annotations, amp):
-        files = {name: {"ANN_FILE": _coco_json(tmp_path / f"{name}.json", images, annotations), "IMG_DIR": img_dir}}
-        cfg = load_cfg(os.path.join(os.path.dirname(run.__file__), "..", "..", "configs", "torchvision",
-                                    "maskrcnn_resnet50_fpn.yaml"),
-                       ["MODEL.DEVICE", "cpu", "MODEL.WEIGHT", str(weights), "INPUT.MIN_SIZE_TEST", 160,
-                        "INPUT.MAX_SIZE_TEST", 256, "TEST.IMS_PER_BATCH", 3, "DATASETS.CATALOG", files,
-                        "DATASETS.TEST", (name,), "OUTPUT_DIR", str(tmp_path / f"{name}_{amp}")])
-        model = build_model(cfg)
-        model.load_state_dict(torch.load(weights, weights_only=True)["model"])
+    cfg, weights = shapes_model
+    model = build_model(cfg)
+    Checkpointer(model, save_to_disk=False).load(weights, model_only=True)
+    aps = []
+    for amp in (False, True):
         with torch.autocast("cpu", dtype=BF16, enabled=amp):
-            metrics = evaluate(model, build_test_loaders(cfg), cfg.OUTPUT_DIR)[name]
-        out = os.path.join(cfg.OUTPUT_DIR, "inference", name, "coco_instances_results.json")
-        return metrics, json.loads(open(out).read())
-
-    _, dets = ap("plain", [], False)
-    gt = [dict(d, id=i + 1, iscrowd=0, area=d["bbox"][2] * d["bbox"][3]) for i, d in enumerate(dets) if d["score"] >= 0.5]
-    assert len(gt) >= 10 * len(images)
-    ref, _ = ap("pseudo", gt, False)
-    low, _ = ap("pseudo", gt, True)
+            aps.append(evaluate(model, build_test_loaders(cfg), os.path.join(cfg.OUTPUT_DIR, f"eval_{amp}"))["va"])
     for iou_type in ("bbox", "segm"):
-        assert ref[iou_type]["AP"] > 99, ref
-        assert low[iou_type]["AP"] >= 0.95 * ref[iou_type]["AP"], (iou_type, low, ref)
+        ref, low = aps[0][iou_type]["AP"], aps[1][iou_type]["AP"]
+        assert ref >= 5, aps  # the model has learnt something to lose
+        assert low >= 0.95 * ref, (iou_type, aps)

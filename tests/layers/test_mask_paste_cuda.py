@@ -3,7 +3,7 @@
 Implementations: the pure-PyTorch path on the CPU (the oracle) and on CUDA, the CUDA kernel of
 ``maskrcnn._C`` (``csrc/paste_masks``) and that extension's CPU reference op. The CPU op and
 the host side of the kernel path (``mask_ops._kernel_counts``: windows packed per launch,
-offsets, RLE) run in every test session: the ``cpu_twin`` fixture (``conftest.py``) compiles
+offsets, RLE) run in every test session: the ``cpu_twin`` fixture (``cpu_twin.py``) compiles
 the CPU half of the extension with the C++ compiler alone when ``maskrcnn._C`` is not built.
 Tests of the CUDA kernel skip, with the reason, when ``maskrcnn._C`` is not built (build it
 with ``FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 pip install -e . --no-build-isolation``); CUDA
@@ -21,6 +21,7 @@ from maskrcnn.layers.mask_ops import masks_to_rle, paste_masks_in_image
 from maskrcnn.layers.mask_window import box_window
 from maskrcnn.layers.rle import compress_counts
 from test_mask_ops import coco_encode, random_boxes, random_masks
+from cpu_twin import cpu_twin, twin_ops  # noqa: E402,F401  (fixtures: the C++-only build of csrc/)
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

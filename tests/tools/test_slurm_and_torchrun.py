@@ -100,6 +100,7 @@ WORKER = textwrap.dedent("""
     with open(os.path.join(sys.argv[1], f"rank{comm.get_rank()}.json"), "w") as f:
         json.dump({"rank": comm.get_rank(), "world": comm.get_world_size(), "local": comm.get_local_rank(),
                    "all": ranks}, f)
+    comm.synchronize()  # then exit as train_net.py does: comm destroys the group at exit (else SIGABRT)
 """)
 
 

@@ -1,4 +1,5 @@
-"""Fixtures of tests/layers: the CPU twin of the CUDA mask-pasting kernel, in every run.
+"""Fixtures for tests/layers (imported by the tests that use them; not a conftest.py, so that
+``from conftest import ...`` in other folders keeps finding tests/conftest.py): the CPU twin of the CUDA mask-pasting kernel, in every run.
 
 A plain ``pip install -e .`` never builds ``maskrcnn._C``, so without help the tests of the
 kernel's arithmetic (its CPU reference op, compiled from the same ``paste_masks.h`` as the
