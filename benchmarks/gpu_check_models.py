@@ -27,6 +27,10 @@ from peers import smooth_images
 
 TRAIN_SIZE, TRAIN_BATCH = (800, 1333), 8
 DRY_SIZE, DRY_BATCH = (96, 128), 2
+DRY_PROPOSALS, DRY_SAMPLED, DRY_DETECTIONS = 100, 64, 10  # a dry run's heads see few boxes
+DRY_OPTS = ["MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN", str(DRY_PROPOSALS), "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST",
+            str(DRY_PROPOSALS), "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", str(DRY_SAMPLED),
+            "MODEL.ROI_HEADS.DETECTIONS_PER_IMG", str(DRY_DETECTIONS)]
 _models: Dict[Tuple[str, str], Tuple[Any, Any]] = {}
 
 
@@ -36,8 +40,13 @@ def _models_on(device: str, tmp: str, dry_run: bool):
     key = (device, tmp)
     if key not in _models:
         sizes = dict(min_size=DRY_SIZE[0], max_size=DRY_SIZE[1]) if dry_run else {}
-        _models[key] = bvt.build(os.path.join(tmp, "converted.pth"), device=device,
-                                 opts=["MODEL.ROI_MASK_HEAD.TARGET_RULE", mask_target_rule()], **sizes)
+        opts = ["MODEL.ROI_MASK_HEAD.TARGET_RULE", mask_target_rule()] + (DRY_OPTS if dry_run else [])
+        tv, pred = bvt.build(os.path.join(tmp, "converted.pth"), device=device, opts=opts, **sizes)
+        if dry_run:  # the same smaller counts for torchvision
+            tv.rpn._post_nms_top_n = dict(training=DRY_PROPOSALS, testing=DRY_PROPOSALS)
+            tv.roi_heads.fg_bg_sampler.batch_size_per_image = DRY_SAMPLED
+            tv.roi_heads.detections_per_img = DRY_DETECTIONS
+        _models[key] = tv, pred
     return _models[key]
 
 

@@ -54,6 +54,7 @@ def test_models_train_and_infer_with_and_without_amp(dry_run):
     results, _ = dry_run
     train, infer = results["train_throughput"], results["inference_latency"]
     assert train["amp_dtype"] == "bfloat16"  # float16 autocast is for CUDA
+    assert train["mask_target_rule"] == "center"  # the torchvision rule would need pycocotools
     for tag in ("fp32", "amp"):
         assert train[tag]["ours_images_per_s"] > 0 and train[tag]["torchvision_images_per_s"] > 0
         assert infer[tag]["ours_s"] > 0 and infer[tag]["detections"] > 0
