@@ -16,7 +16,7 @@ Otherwise the package installs and runs with its pure-PyTorch paths. To build it
 must be given. ``MAX_JOBS`` limits parallel compile jobs.) ``csrc/compile_check.py`` builds
 the same extension into a temporary folder, which is what ``.ci/run`` does when ``nvcc`` is
 present. Without nvcc, the tests still compile the extension's CPU half with the C++ compiler
-(``tests/layers/conftest.py``; ``ninja`` comes with the ``test`` extra).
+(``tests/layers/cpu_twin.py``; ``ninja`` comes with the ``test`` extra).
 """
 import os
 import shutil

@@ -56,11 +56,12 @@ def build(weights_path: str, device: str = "cpu", channels_last: bool = False, m
     """(torchvision model, this project's Predictor) with identical weights, on ``device``; both
     resize images to ``min_size`` / ``max_size`` (torchvision's defaults); ``opts``: more
     ``KEY VALUE`` config overrides for this project."""
-    tv = make_confident(torchvision_maskrcnn(frozen_bn=True))
+    tv = torchvision_maskrcnn(frozen_bn=True)
+    tv.transform.min_size, tv.transform.max_size = (min_size,), max_size
+    tv = make_confident(tv)  # calibrated at the size it runs at (800: torchvision's default)
     if not os.path.isfile(weights_path):
         state, _ = convert_state_dict(tv.state_dict(), "torchvision")
         torch.save({"model": state}, weights_path)
-    tv.transform.min_size, tv.transform.max_size = (min_size,), max_size
     opts = ["MODEL.WEIGHT", "", "MODEL.DEVICE", device, "MODEL.CHANNELS_LAST", str(channels_last),
             "INPUT.MIN_SIZE_TEST", str(min_size), "INPUT.MAX_SIZE_TEST", str(max_size), *opts]
     return tv.to(device), Predictor.from_config(CONFIG, weights_path, opts=opts)

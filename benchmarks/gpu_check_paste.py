@@ -11,18 +11,16 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import subprocess
-import sys
-import time
 from typing import Any, Dict, Iterator, Tuple
 
 import torch
 
 import bench_mask_paste as bmp
 from maskrcnn.layers import _ext
+from maskrcnn.layers.ext_build import build_extension as build
+from maskrcnn.layers.ext_build import random_paste_cases
 from maskrcnn.layers.mask_ops import masks_to_rle, paste_masks_in_image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASE = "100 x 4000x3000"
 DRY_CASE = (6, 90, 120)
 has_pycocotools = bmp.has_pycocotools
@@ -33,34 +31,19 @@ def build_extension() -> Dict[str, Any]:
     if importlib.util.find_spec("maskrcnn._C") is not None:
         return {"built_now": False}
     major, minor = torch.cuda.get_device_capability()
-    env = dict(os.environ, FORCE_CUDA="1")
-    env.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
-    env.setdefault("MAX_JOBS", str(min(8, os.cpu_count() or 1)))
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    result = build(arch=f"{major}.{minor}", max_jobs=min(8, os.cpu_count() or 1), capture_output=True)
     importlib.invalidate_caches()
-    out = {"built_now": True, "build_seconds": round(time.perf_counter() - start, 1),
-           "arch": env["TORCH_CUDA_ARCH_LIST"], "build_returncode": proc.returncode}
-    if proc.returncode != 0 or importlib.util.find_spec("maskrcnn._C") is None:
-        out["build_log_tail"] = (proc.stdout + proc.stderr)[-3000:]
+    out = {"built_now": True, "build_seconds": round(result.seconds, 1), "arch": result.arch,
+           "build_returncode": result.returncode}
+    if result.returncode != 0 or importlib.util.find_spec("maskrcnn._C") is None:
+        out["build_log_tail"] = result.log[-3000:]
     return out
 
 
 def exactness_cases(seed: int = 0) -> Iterator[Tuple[str, torch.Tensor, torch.Tensor, int, int]]:
     """``(name, masks (N, M, M), boxes (N, 4), height, width)``: random and edge cases."""
     gen = torch.Generator().manual_seed(seed)
-    for trial in range(40):
-        height, width = [int(v) for v in torch.randint(1, 160, (2,), generator=gen)]
-        n, m = int(torch.randint(0, 12, (1,), generator=gen)), [28, 14, 5, 1][trial % 4]
-        centre = torch.rand(n, 2, generator=gen) * torch.tensor([width, height]) * 1.4 - 10
-        size = torch.rand(n, 2, generator=gen) * torch.tensor([width, height]) * [0.05, 0.6, 3.0][trial % 3]
-        boxes = torch.cat([centre - size / 2, centre + size / 2], 1)
-        if trial % 5 == 0:
-            boxes = boxes.round()  # integer boxes: exact ties between taps
-        masks = torch.rand(n, m, m, generator=gen)
-        masks = torch.where(masks < 0.2, torch.full_like(masks, 0.5), masks)  # exact ties at 0.5
-        yield f"random {trial}", (masks.half() if trial % 2 else masks), boxes, height, width
+    yield from random_paste_cases(gen, trials=40, max_side=160)
     m = 8
     ties = torch.full((4, m, m), 0.5)
     ties[1, ::2] = 0.25

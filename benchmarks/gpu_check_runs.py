@@ -7,6 +7,11 @@ prints one ``GPU_CHECK_RESULT {json}`` line (backend, world size, DDP, peak CUDA
 
 Data: the synthetic shapes set, generated here (no pycocotools needed), ``DATASETS.TEST ()``.
 Model: ``configs/quickstart.yaml`` with AMP and channels-last on.
+
+Each uninterrupted run is made once per configuration (:func:`_uninterrupted`): in a dry run (d)
+and the uninterrupted half of (e) are the same run (gloo, 4 iterations, a checkpoint at 2,
+deterministic algorithms left as they are on the CPU), so (e) compares against (d)'s weights
+and starts one process, not two. On CUDA they differ (20 iterations; deterministic algorithms).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -25,6 +30,9 @@ from maskrcnn.data.datasets.shapes import ensure_shapes_dataset
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "quickstart.yaml")
 TRAIN_NET = os.path.join(ROOT, "tools", "train_net.py")
+DDP_RUN = {"cuda": (20, 1000), "dry": (4, 2)}  # (iterations, checkpoint period)
+RESUME_RUN = {"cuda": (12, 4), "dry": (4, 2)}
+_runs: Dict[Tuple[str, str, int, int, str], Tuple[str, Dict[str, Any]]] = {}
 
 BOOT = r"""
 import json, os, runpy, sys, time
@@ -100,12 +108,22 @@ def train(device: str, opts: List[str], log_path: str, resume: bool = False,
     return result
 
 
+def _uninterrupted(device: str, tmp: str, dry_run: bool, max_iter: int, period: int,
+                   deterministic: str = "off") -> Tuple[str, Dict[str, Any]]:
+    """(output folder, result) of a run from scratch; made on the first call for its settings."""
+    key = (tmp, device, max_iter, period, deterministic)
+    if key not in _runs:
+        out_dir = os.path.join(tmp, f"run_{max_iter}it_every{period}_deterministic_{deterministic}")
+        opts = _dataset(tmp, dry_run) + _opts(device, out_dir, max_iter, period, dry_run)
+        _runs[key] = out_dir, train(device, opts, out_dir + ".log", deterministic=deterministic)
+    out_dir, res = _runs[key]
+    return out_dir, dict(res)
+
+
 def ddp_run(device: str, tmp: str, dry_run: bool) -> Dict[str, Any]:
-    """(d): 20 iterations (2 in a dry run) in a DDP process group of one process."""
-    iters = 2 if dry_run else 20
-    out_dir = os.path.join(tmp, "ddp")
-    opts = _dataset(tmp, dry_run) + _opts(device, out_dir, iters, 1000, dry_run)
-    res = train(device, opts, os.path.join(tmp, "ddp.log"))
+    """(d): 20 iterations (4 in a dry run) in a DDP process group of one process."""
+    iters, period = DDP_RUN["dry" if dry_run else "cuda"]
+    out_dir, res = _uninterrupted(device, tmp, dry_run, iters, period)
     done = os.path.isfile(os.path.join(out_dir, "model_final.pth"))
     ok = res["returncode"] == 0 and done and res.get("wrapped_as") == ["DistributedDataParallel"]
     res.update(status="ok" if ok else "failed", iterations=iters)
@@ -129,11 +147,10 @@ def _compare(a: str, b: str) -> Dict[str, Any]:
 
 
 def _resume_pair(device: str, tmp: str, dry_run: bool, deterministic: str) -> Dict[str, Any]:
-    max_iter, period = (4, 2) if dry_run else (12, 4)
+    max_iter, period = RESUME_RUN["dry" if dry_run else "cuda"]
     data = _dataset(tmp, dry_run)
-    full, part = os.path.join(tmp, f"resume_full_{deterministic}"), os.path.join(tmp, f"resume_part_{deterministic}")
-    first = train(device, data + _opts(device, full, max_iter, period, dry_run),
-                  os.path.join(tmp, f"resume_full_{deterministic}.log"), deterministic=deterministic)
+    full, first = _uninterrupted(device, tmp, dry_run, max_iter, period, deterministic)
+    part = os.path.join(tmp, f"resume_part_{deterministic}")
     if first["returncode"] != 0:
         return {"status": "failed", "error": "the uninterrupted run failed", "uninterrupted": first}
     # The run "stopped" right after its first checkpoint: a new process resumes from that file alone.

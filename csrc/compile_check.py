@@ -22,16 +22,14 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from maskrcnn.layers.ext_build import build_extension, random_paste_cases  # noqa: E402
 
 
 def build(out_dir: str) -> str:
     """Build the extension under ``out_dir``; return the path of the shared library."""
-    env = dict(os.environ, FORCE_CUDA="1")
-    env.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
-    env.setdefault("MAX_JOBS", "2")
-    cmd = [sys.executable, "setup.py", "build_ext", "--build-temp", os.path.join(out_dir, "temp"),
-           "--build-lib", os.path.join(out_dir, "lib")]
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    build_extension(arch="9.0", max_jobs=2, out_dir=out_dir, check=True)
     libs = glob.glob(os.path.join(out_dir, "lib", "maskrcnn", "_C*.so"))
     if len(libs) != 1:
         raise RuntimeError(f"expected one maskrcnn/_C*.so under {out_dir}, found {libs}")
@@ -42,7 +40,6 @@ def verify(library: str) -> None:
     """Load ``library`` and compare its ops with the pure-PyTorch path; raise on a mismatch."""
     import torch
 
-    sys.path.insert(0, ROOT)
     from maskrcnn.layers.mask_ops import paste_masks_in_image
     from maskrcnn.layers.mask_window import box_window
 
@@ -51,17 +48,7 @@ def verify(library: str) -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     gen = torch.Generator().manual_seed(0)
     checked = 0
-    for trial in range(40):
-        height, width = [int(v) for v in torch.randint(1, 120, (2,), generator=gen)]
-        n, m = int(torch.randint(0, 12, (1,), generator=gen)), [28, 14, 5, 1][trial % 4]
-        centre = torch.rand(n, 2, generator=gen) * torch.tensor([width, height]) * 1.4 - 10
-        size = torch.rand(n, 2, generator=gen) * torch.tensor([width, height]) * [0.05, 0.6, 3.0][trial % 3]
-        boxes = torch.cat([centre - size / 2, centre + size / 2], 1)
-        if trial % 5 == 0:  # integer boxes: exact ties between taps
-            boxes = boxes.round()
-        masks = torch.rand(n, m, m, generator=gen)
-        masks = torch.where(masks < 0.2, torch.full_like(masks, 0.5), masks)  # exact ties at 0.5
-        masks = masks.half() if trial % 2 else masks
+    for name, masks, boxes, height, width in random_paste_cases(gen, trials=40, max_side=120):
         expected = paste_masks_in_image(masks, boxes, (height, width), impl="torch")
         wins = [box_window(b, height, width) or (0, 0, 0, 0) for b in boxes.double().tolist()]
         windows = torch.tensor(wins, dtype=torch.int64).reshape(-1, 4)
@@ -71,7 +58,7 @@ def verify(library: str) -> None:
             got = ops.paste_masks(masks.to(device), boxes.to(device), height, width, 0.5).cpu()
             got_packed = ops.paste_masks_packed(masks.to(device), boxes.to(device), windows, 0.5).cpu()
             if not torch.equal(got, expected) or not torch.equal(got_packed, packed):
-                raise AssertionError(f"{device} op differs from the PyTorch path (trial {trial})")
+                raise AssertionError(f"{device} op differs from the PyTorch path ({name})")
             checked += 1
     print(f"compile check: {checked} comparisons on {devices}: identical to the PyTorch path")
 

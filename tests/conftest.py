@@ -1,9 +1,11 @@
-"""Shared fixtures: a tiny model config and synthetic targets."""
+"""Shared helpers: a tiny model config (as a CfgNode or a YAML file) and synthetic targets."""
+import copy
 import os
 import sys
 
 import pytest
 import torch
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -16,31 +18,58 @@ from maskrcnn.structures.segmentation_mask import InstanceMasks  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+# The tiny model (about 1M parameters), as config keys: one source for tiny_cfg() and the YAML
+# files of the tool tests.
+TINY_MODEL = {
+    "BACKBONE": {"CONV_BODY": "R-18-FPN", "FREEZE_CONV_BODY_AT": 0, "OUT_CHANNELS": 32},
+    "RESNETS": {"NORM": "GN", "STEM_OUT_CHANNELS": 16, "RES2_OUT_CHANNELS": 16},
+    "GROUP_NORM": {"NUM_GROUPS": 4},
+    "RPN": {"ANCHOR_SIZES": "(16, 32, 64, 128, 256)", "PRE_NMS_TOP_N_TRAIN": 300,
+            "FPN_POST_NMS_TOP_N_TRAIN": 100, "PRE_NMS_TOP_N_TEST": 300, "FPN_POST_NMS_TOP_N_TEST": 100},
+    "ROI_HEADS": {"BATCH_SIZE_PER_IMAGE": 64},
+    "ROI_BOX_HEAD": {"MLP_HEAD_DIM": 64},
+    "ROI_MASK_HEAD": {"CONV_LAYERS": [32, 32]},
+}
+TINY_PIXELS = {"TO_BGR255": False, "PIXEL_MEAN": [0.5, 0.5, 0.5], "PIXEL_STD": [0.25, 0.25, 0.25]}
+
+
 def tiny_cfg(mask_on: bool = True):
     """A small, fast model (about 1M parameters) for CPU tests."""
     cfg = get_cfg()
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.MASK_ON = mask_on
+    cfg.merge_from_other_cfg({"MODEL": dict(copy.deepcopy(TINY_MODEL), DEVICE="cpu", MASK_ON=mask_on),
+                              "INPUT": copy.deepcopy(TINY_PIXELS)})
     cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES = 4
-    cfg.MODEL.BACKBONE.CONV_BODY = "R-18-FPN"
-    cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT = 0
-    cfg.MODEL.BACKBONE.OUT_CHANNELS = 32
-    cfg.MODEL.RESNETS.NORM = "GN"
-    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 16
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 16
-    cfg.MODEL.GROUP_NORM.NUM_GROUPS = 4
-    cfg.MODEL.RPN.ANCHOR_SIZES = (16, 32, 64, 128, 256)
-    cfg.MODEL.RPN.PRE_NMS_TOP_N_TRAIN = 300
-    cfg.MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN = 100
-    cfg.MODEL.RPN.PRE_NMS_TOP_N_TEST = 300
-    cfg.MODEL.RPN.FPN_POST_NMS_TOP_N_TEST = 100
-    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 64
-    cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM = 64
-    cfg.MODEL.ROI_MASK_HEAD.CONV_LAYERS = (32, 32)
-    cfg.INPUT.TO_BGR255 = False
-    cfg.INPUT.PIXEL_MEAN = [0.5, 0.5, 0.5]
-    cfg.INPUT.PIXEL_STD = [0.25, 0.25, 0.25]
     return cfg
+
+
+def write_tiny_config(path, catalog, train, test, output_dir, mask_on=True, **solver):
+    """Write a training config of the tiny model, 96-160 px images, to ``path`` and return it.
+
+    Args:
+        path: the YAML file to write (its folder is created).
+        catalog: ``{name: (ann_file, img_dir)}`` (``DATASETS.CATALOG``).
+        train, test: dataset names (``DATASETS.TRAIN`` / ``TEST``).
+        output_dir: ``OUTPUT_DIR``.
+        mask_on: Mask R-CNN (True) or Faster R-CNN.
+        solver: ``SOLVER`` overrides of the 2-iteration default (e.g. ``MAX_ITER=4``).
+    """
+    cfg = {
+        "MODEL": dict(copy.deepcopy(TINY_MODEL), DEVICE="cpu", MASK_ON=mask_on),
+        "INPUT": dict(MIN_SIZE_TRAIN=[96], MAX_SIZE_TRAIN=160, MIN_SIZE_TEST=96, MAX_SIZE_TEST=160,
+                      **copy.deepcopy(TINY_PIXELS)),
+        "DATASETS": {"CATALOG": {n: {"ANN_FILE": str(a), "IMG_DIR": str(d)} for n, (a, d) in catalog.items()},
+                     "TRAIN": list(train), "TEST": list(test)},
+        "DATALOADER": {"NUM_WORKERS": 0},
+        "SOLVER": {"BASE_LR": 0.01, "IMS_PER_BATCH": 2, "MAX_ITER": 2, "STEPS": [1], "WARMUP_ITERS": 1,
+                   "CHECKPOINT_PERIOD": 100, "LOG_PERIOD": 1, **solver},
+        "TEST": {"IMS_PER_BATCH": 2},
+        "OUTPUT_DIR": str(output_dir),
+        "SEED": 0,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(str(path))), exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+    return str(path)
 
 
 def square_target(size, boxes, labels):

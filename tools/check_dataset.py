@@ -14,9 +14,8 @@ or command-line mistake is one message with status 2 (README: "When something is
 """
 import argparse
 import os
-import re
 import sys
-from typing import List, Tuple
+from typing import List
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,34 +23,21 @@ from maskrcnn.config import load_cfg  # noqa: E402
 from maskrcnn.data.datasets.catalog import resolve_dataset  # noqa: E402
 from maskrcnn.data.datasets.check import check_dataset  # noqa: E402
 from maskrcnn.data.datasets.report import CONVERTED, ERROR, REPAIRED  # noqa: E402
+from maskrcnn.engine.launch import dataset_argument_parser, dataset_names, parse_dataset_args  # noqa: E402
 from maskrcnn.utils.errors import main_guard  # noqa: E402
 
-_CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*\.[A-Za-z0-9_.]+$")  # e.g. DATASETS.CATALOG.x.ANN_FILE
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Check COCO-format datasets named in a config")
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to a YAML config")
-    parser.add_argument("--datasets", nargs="+", metavar="NAME", default=None,
-                        help="datasets to check (default: DATASETS.TRAIN and DATASETS.TEST)")
+    parser = dataset_argument_parser(
+        "Check COCO-format datasets named in a config",
+        datasets_help="datasets to check (default: DATASETS.TRAIN and DATASETS.TEST)",
+        opts_help="config overrides as KEY VALUE pairs, e.g. DATASETS.CATALOG.x.ANN_FILE a.json")
     parser.add_argument("--full-decode", action="store_true",
                         help="decode every image (finds truncated files; much slower than headers)")
     parser.add_argument("--max-details", type=int, default=100, metavar="N",
                         help="repaired / converted findings listed per dataset (errors: all); 0: none")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides as KEY VALUE pairs, e.g. DATASETS.CATALOG.x.ANN_FILE a.json")
-    args = parser.parse_args(argv)
-    if args.datasets:  # "--datasets a b KEY VALUE": argparse gives the KEY VALUE pairs to --datasets
-        args.datasets, extra = _split_at_config_key(args.datasets)
-        args.opts = extra + list(args.opts)
-    return args
-
-
-def _split_at_config_key(tokens: List[str]) -> Tuple[List[str], List[str]]:
-    for i, token in enumerate(tokens):
-        if _CONFIG_KEY.match(token):
-            return tokens[:i], tokens[i:]
-    return tokens, []
+    return parse_dataset_args(parser, argv)
 
 
 def check_one(name: str, cfg, full_decode: bool, max_details: int) -> bool:
@@ -75,7 +61,7 @@ def check_one(name: str, cfg, full_decode: bool, max_details: int) -> bool:
 def main(argv: List[str]) -> int:
     args = parse_args(argv)
     cfg = load_cfg(args.config_file or None, args.opts)
-    names = list(dict.fromkeys(args.datasets or (list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))))
+    names = dataset_names(args, cfg)
     if not names:
         print("no datasets to check: set DATASETS.TRAIN / DATASETS.TEST or pass --datasets NAME ...")
         return 1

@@ -20,11 +20,12 @@ Decisions (each is written into the JSON's ``info``):
   ignores difficult objects; ``skip`` leaves them out; ``keep`` makes them normal objects.
 * Masks: where ``SegmentationObject/<id>.png`` exists (a palette PNG whose pixel value k
   is the k-th object of the XML; 0 background, 255 the void border, counted as not the
-  object) each object gets its mask as compressed RLE. Elsewhere objects have boxes only,
-  and their segmentation is the box as a rectangle polygon, because this project's loader
-  drops annotations without a segmentation even for Faster R-CNN. Train Faster R-CNN
-  (``MODEL.MASK_ON False``) on any split; for Mask R-CNN convert with ``--masks-only``,
-  which keeps only the images that have a ``SegmentationObject`` PNG.
+  object) each object gets its mask as compressed RLE. Elsewhere objects are box-only: no
+  ``segmentation`` key (a box is not a mask), ``area`` the box's; so is an object without a
+  pixel in its PNG. Train Faster R-CNN (``MODEL.MASK_ON False``) on any split: the loader
+  keeps box-only annotations as box targets. Mask R-CNN leaves the images with box-only
+  objects out (training and evaluation) and says so; ``--masks-only`` writes only the images
+  that have a ``SegmentationObject`` PNG, which avoids that warning.
 """
 import argparse
 import json
@@ -131,14 +132,14 @@ def _rle(mask: np.ndarray) -> dict:
 
 
 def _annotation(obj: dict, mask: Optional[np.ndarray], size: Tuple[int, int]) -> dict:
+    """COCO ``bbox`` and ``area``, with ``segmentation`` (RLE) only when ``mask`` has a pixel."""
     h, w = size
     x0, y0, x1, y1 = obj["box"]
     x0, y0, x1, y1 = max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)
+    ann = {"bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)}
     if mask is not None and mask.any():
-        segmentation, area = _rle(mask), float(mask.sum())
-    else:
-        segmentation, area = [[x0, y0, x1, y0, x1, y1, x0, y1]], (x1 - x0) * (y1 - y0)
-    return {"bbox": [x0, y0, x1 - x0, y1 - y0], "segmentation": segmentation, "area": area}
+        ann.update(segmentation=_rle(mask), area=float(mask.sum()))
+    return ann
 
 
 def convert(voc_root: str, split: str, classes: str = "voc", difficult: str = "crowd",
@@ -187,7 +188,7 @@ def convert(voc_root: str, split: str, classes: str = "voc", difficult: str = "c
                            "tools/convert_voc_to_coco.py",
             "classes": classes, "difficult": difficult, "masks_only": masks_only,
             "box_only_images": counts["box_only"],
-            "box_only_segmentation": "the box as a rectangle polygon"}
+            "box_only_segmentation": "none (no 'segmentation' key; area of the box)"}
     categories = [{"id": cat_id[n], "name": n, "supercategory": "voc"} for n in names]
     return {"info": info, "images": images, "annotations": annotations, "categories": categories}, counts
 
@@ -211,11 +212,12 @@ def main(argv: List[str]) -> int:
     if c["size_fixed"]:
         print(f"note: {c['size_fixed']} XML <size> entries disagree with their JPEG; the JPEG's size is used")
     if c["empty_masks"]:
-        print(f"note: {c['empty_masks']} objects have no pixel in their SegmentationObject PNG; their box is "
-              "used as segmentation")
+        print(f"note: {c['empty_masks']} objects have no pixel in their SegmentationObject PNG; they are written "
+              "box-only (no segmentation)")
     if c["box_only"] and not args.masks_only:
-        print("note: objects of images without a SegmentationObject PNG have their box as segmentation: train "
-              "Faster R-CNN (MODEL.MASK_ON False) on this file, or convert with --masks-only for Mask R-CNN")
+        print("note: objects of images without a SegmentationObject PNG are box-only (no segmentation): Faster "
+              "R-CNN (MODEL.MASK_ON False) trains on every image; Mask R-CNN leaves those images out, with a "
+              "warning (convert with --masks-only to write only the segmented images)")
     return 0
 
 

@@ -17,7 +17,6 @@ PNG files go to ``--output`` (default ``OUTPUT_DIR/visualize_data``):
 import argparse
 import math
 import os
-import re
 import sys
 from typing import Dict, List, Tuple
 
@@ -27,35 +26,27 @@ import torch  # noqa: E402
 
 from maskrcnn.config import load_cfg  # noqa: E402
 from maskrcnn.data.build import build_dataset, build_train_dataset, build_train_loader  # noqa: E402
+from maskrcnn.engine.launch import dataset_argument_parser, dataset_names, parse_dataset_args  # noqa: E402
 from maskrcnn.utils.errors import DataError, UserError, main_guard  # noqa: E402
 from maskrcnn.utils.logger import setup_logger  # noqa: E402
 from maskrcnn.utils.visualizer import (draw_ground_truth, rasterize_instance_masks, save_png,  # noqa: E402
                                        side_by_side)
 
-_CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*\.[A-Za-z0-9_.]+$")  # e.g. DATASETS.TRAIN
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Draw the ground truth of the datasets of a config")
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to a YAML config")
+    parser = dataset_argument_parser(
+        "Draw the ground truth of the datasets of a config",
+        datasets_help="datasets to draw (default: DATASETS.TRAIN and DATASETS.TEST; "
+                      "with --source dataloader, DATASETS.TRAIN)",
+        opts_help="config overrides as KEY VALUE pairs, e.g. INPUT.MIN_SIZE_TRAIN (640,)")
     parser.add_argument("--source", choices=("annotation", "dataloader"), default="annotation",
                         help="annotation: original images; dataloader: training batches after resize and flip")
-    parser.add_argument("--datasets", nargs="+", metavar="NAME", default=None,
-                        help="datasets to draw (default: DATASETS.TRAIN and DATASETS.TEST; "
-                             "with --source dataloader, DATASETS.TRAIN)")
     parser.add_argument("--output", default="", metavar="DIR",
                         help="folder of the PNG files (default: OUTPUT_DIR/visualize_data)")
     parser.add_argument("--num", type=int, default=20, metavar="N",
                         help="images per dataset (annotation) or in all (dataloader); 0: all")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides as KEY VALUE pairs, e.g. INPUT.MIN_SIZE_TRAIN (640,)")
-    args = parser.parse_args(argv)
-    if args.datasets:  # "--datasets a b KEY VALUE": argparse gives the KEY VALUE pairs to --datasets
-        for i, token in enumerate(args.datasets):
-            if _CONFIG_KEY.match(token):
-                args.datasets, args.opts = args.datasets[:i], args.datasets[i:] + list(args.opts)
-                break
-    return args
+    return parse_dataset_args(parser, argv)
 
 
 def _names_by_category(dataset) -> Dict[int, str]:
@@ -131,7 +122,7 @@ def main(argv: List[str]) -> int:
             print(f"{'+'.join(cfg.DATASETS.TRAIN)} (training loader): {n} images -> "
                   f"{os.path.join(output, 'dataloader')}")
             return 0
-        names = list(dict.fromkeys(args.datasets or (list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))))
+        names = dataset_names(args, cfg)
         if not names:
             print("no datasets to draw: set DATASETS.TRAIN / DATASETS.TEST or pass --datasets NAME ...")
             return 1

@@ -2,17 +2,11 @@
 
 ``CfgNode`` is a ``dict`` with attribute access, freezing, deep cloning, YAML
 (de)serialisation with ``_BASE_`` inheritance and strict, type-checked merging
-from files, other configs and command-line ``KEY VALUE`` lists.
-
-Type coercion follows the default value: ints become floats where the default is a float,
-lists become tuples where it is a tuple (and back), strings that are Python literals are
-parsed where it is not a string, and a bare string given for a tuple of names (a tuple of
-strings, or ``()``, like ``DATASETS.TRAIN``) is a one-element tuple (``""``: empty), as
-maskrcnn-benchmark users write ``TRAIN: "coco_2017_train"``. Anything else is a
-:class:`ConfigTypeError` naming the key.
+from files, other configs and command-line ``KEY VALUE`` lists. How a given value is
+checked against, and converted to, the type of the default is in :mod:`.values`; the errors
+are in :mod:`.errors`.
 """
 
-import ast
 import copy
 import difflib
 import os
@@ -22,67 +16,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
 import yaml
 
-from ..utils.errors import UserError
+from .errors import ConfigError, ConfigFileError, ConfigKeyError, ConfigTypeError
+from .values import coerce_value, decode_value, to_plain, type_error
 
 __all__ = ["CfgNode", "ConfigError", "ConfigKeyError", "ConfigTypeError", "ConfigFileError"]
 
 BASE_KEY = "_BASE_"
 _INTERNAL = ("_frozen", "_new_allowed", "_renamed_keys", "_deprecated_keys")
-
-
-class ConfigError(UserError, KeyError, ValueError):
-    """Base class of all config errors (a ``UserError`` with exit status 2, and both a ``KeyError``
-    and a ``ValueError``); the message names the key and what to use instead."""
-
-    kind = "configuration error"
-
-
-class ConfigKeyError(ConfigError):
-    """Unknown, renamed or malformed config key."""
-
-
-class ConfigTypeError(ConfigError):
-    """A value whose type is incompatible with the default value's type."""
-
-
-class ConfigFileError(ConfigError):
-    """A config file that is missing, unparsable, malformed or part of a ``_BASE_`` cycle."""
-
-
-def _tname(value: Any) -> str:
-    return "CfgNode (mapping)" if isinstance(value, Mapping) else type(value).__name__
-
-
-def _convert_seq(value: Any, kind: type) -> Any:
-    """Recursively converts every list/tuple inside ``value`` to ``kind``."""
-    if isinstance(value, (list, tuple)):
-        return kind(_convert_seq(v, kind) for v in value)
-    return value
-
-
-def _decode_value(value: Any) -> Any:
-    """Parses a command-line string with ``ast.literal_eval``, keeping it raw if that fails."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return ast.literal_eval(value)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return value
-
-
-def _holds_names(default: Any) -> bool:
-    """Whether a default is a tuple of names (strings; ``()`` counts, e.g. ``DATASETS.TRAIN``),
-    for which a bare string given in a file or on the command line means a one-element tuple."""
-    return isinstance(default, tuple) and all(isinstance(v, str) for v in default)
-
-
-def _to_plain(value: Any) -> Any:
-    """Converts nodes to dicts and tuples to lists, recursively (for safe YAML)."""
-    if isinstance(value, Mapping):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value
 
 
 class CfgNode(dict):
@@ -230,7 +170,7 @@ class CfgNode(dict):
         """
         kwargs.setdefault("default_flow_style", False)
         kwargs.setdefault("sort_keys", False)
-        return yaml.safe_dump(_to_plain(self), **kwargs)
+        return yaml.safe_dump(to_plain(self), **kwargs)
 
     def save(self, path: str) -> None:
         """Writes :meth:`dump` to ``path``.
@@ -331,19 +271,19 @@ class CfgNode(dict):
                     node = node[part]
                 else:
                     if part in node:  # a leaf used as a node
-                        self._raise_type(".".join(parts[:i + 1]), child, {}, source)
+                        raise type_error(".".join(parts[:i + 1]), child, {}, source)
                     self._raise_unknown(".".join(parts[:i + 1]), source)
-            key, value = parts[-1], _decode_value(raw)
+            key, value = parts[-1], decode_value(raw)
             if key in node:
                 old = node[key]
                 if isinstance(old, CfgNode):
                     if not isinstance(value, Mapping):
-                        self._raise_type(full_key, old, value, source)
+                        raise type_error(full_key, old, value, source)
                     self._merge_mapping(value, old, full_key + ".", source)
                     continue
                 if isinstance(old, str) and isinstance(raw, str):
                     value = raw if not isinstance(value, str) else value
-                node[key] = self._coerce(value, old, full_key, source)
+                node[key] = coerce_value(value, old, full_key, source)
             elif node.is_new_allowed():
                 node[key] = value
             else:
@@ -384,41 +324,10 @@ class CfgNode(dict):
             old = dst[key]
             if isinstance(old, CfgNode):
                 if not isinstance(value, Mapping):
-                    self._raise_type(full_key, old, value, source)
+                    raise type_error(full_key, old, value, source)
                 self._merge_mapping(value, old, full_key + ".", source)
             else:
-                dst[key] = self._coerce(copy.deepcopy(value), old, full_key, source)
-
-    def _coerce(self, value: Any, old: Any, full_key: str, source: str) -> Any:
-        """Checks ``value`` against the type of the default ``old``; returns it converted."""
-        if old is None or value is None:
-            return value
-        if isinstance(value, str) and not isinstance(old, str):
-            # Like yacs: YAML strings such as "(4, 8, 16)" or "1e-4" are Python literals.
-            value = _decode_value(value)
-        if isinstance(old, bool) or isinstance(value, bool):
-            ok = isinstance(old, bool) and isinstance(value, bool)
-        elif isinstance(old, float):
-            if isinstance(value, int):
-                return float(value)
-            ok = isinstance(value, float)
-        elif isinstance(old, (list, tuple)):
-            if isinstance(value, (list, tuple)):
-                return _convert_seq(value, type(old))
-            if isinstance(value, str) and _holds_names(old):
-                return (value,) if value else ()  # a bare name, as maskrcnn-benchmark configs write
-            ok = False
-        else:
-            ok = isinstance(value, type(old)) and not isinstance(value, Mapping)
-        if not ok:
-            self._raise_type(full_key, old, value, source)
-        return value
-
-    @staticmethod
-    def _raise_type(full_key: str, old: Any, value: Any, source: str) -> None:
-        raise ConfigTypeError(
-            f"Invalid type for config key '{full_key}' (from {source}): expected "
-            f"{_tname(old)}, got {_tname(value)} (value: {value!r})")
+                dst[key] = coerce_value(copy.deepcopy(value), old, full_key, source)
 
     def _all_keys(self, prefix: str = "") -> List[str]:
         keys = []

@@ -157,14 +157,17 @@ def build_test_transform(cfg: Any) -> Compose:
 def build_dataset(cfg: Any, name: str, is_train: bool) -> COCODataset:
     """Resolve ``name`` in the catalog and build its dataset with the transforms of the mode.
 
-    Reads ``DATASETS.CATALOG`` / ``DATASETS.DATA_DIR`` (via the catalog), ``INPUT.*`` and
-    ``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` (training only).
+    Reads ``DATASETS.CATALOG`` / ``DATASETS.DATA_DIR`` (via the catalog), ``INPUT.*``,
+    ``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` (training only) and ``MODEL.MASK_ON``: Mask R-CNN
+    needs masks, so images with box-only annotations are left out of both splits; Faster R-CNN
+    trains and is evaluated on box-only annotations too (see ``datasets/coco.py``).
     """
     spec = resolve_dataset(name, cfg.DATASETS)
     filter_empty = bool(cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS) if is_train else False
     return COCODataset(spec["ann_file"], spec["img_dir"], name, transforms=build_transforms(cfg, is_train),
                        is_train=is_train, filter_empty=filter_empty,
-                       check=cfg.DATASETS.CHECK)  # checks: see datasets/check.py
+                       check=cfg.DATASETS.CHECK,  # checks: see datasets/check.py
+                       require_masks=bool(cfg.MODEL.MASK_ON))
 
 
 def build_train_dataset(cfg: Any):

@@ -7,14 +7,15 @@
 - :class:`PeriodicCheckpointer`: ``model_XXXXXXX.pth`` every period and ``model_final.pth``.
 - :class:`EvalHook`: evaluation every period during training and at the end; metrics, per-class AP,
   precision-recall curves and pictures of a few images to TensorBoard.
-- :class:`ProposalVisualizer`: every period, ground truth | top RPN proposals of one training image.
 
 The guards decide in ``before_update``, i.e. before the step is applied, on losses averaged over
 the ranks, so every rank stops (or skips) at the same iteration.
+
+:class:`~.proposal_visualizer.ProposalVisualizer` (ground truth | top RPN proposals of one training
+image) has its own module.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import statistics
@@ -23,8 +24,6 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import torch
 
-from ..checkpoint import unwrap_model
-from ..evaluation.figures import draw_gt_and_proposals
 from ..utils.comm import synchronize
 from ..utils.errors import TrainingStoppedError
 from ..utils.events import TensorboardWriter
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["DivergenceError", "DivergenceGuard", "EvalHook", "IterationTimer", "MetricsWriter",
-           "NonFiniteGuard", "PeriodicCheckpointer", "ProposalVisualizer", "lr_advice"]
+           "NonFiniteGuard", "PeriodicCheckpointer", "lr_advice"]
 
 
 class DivergenceError(TrainingStoppedError, FloatingPointError):
@@ -385,79 +384,3 @@ class EvalHook(HookBase):
         if self.vis_images > 0:
             for image_id, picture in ev.draw_images(self.vis_images, self.vis_score_threshold).items():
                 self.writer.add_image(f"eval/{name}/images/{image_id}", picture, iteration)
-
-
-class ProposalVisualizer(HookBase):
-    """Every ``period`` iterations, ground truth | the top RPN proposals of one training image.
-
-    As detectron2's ``visualize_training``: the first image of the iteration's batch (resized
-    and flipped, as the model sees it) with its ground-truth masks, boxes and class names, and
-    beside it the ``top_k`` best proposals of that forward pass (boxes, objectness), selected by
-    the RPN's training selection (the proposals the box head samples from), written to
-    TensorBoard as ``train/proposals``.
-
-    How it sees the batch: on those iterations only, it hooks the detector's forward (for the
-    images and targets) and its RPN's forward (for the raw predictions), and removes both hooks
-    after the step; other iterations run exactly as without it, and ``VIS_PERIOD 0`` does not
-    register it. Only the process that writes TensorBoard (rank 0) does anything.
-
-    Args:
-        period: ``VIS_PERIOD``.
-        writer: the TensorBoard writer (rank 0), or None (then the hook does nothing).
-        categories: ``[{"id", "name"}]`` of contiguous labels 1..K (names and colours as in the
-            other pictures of this project).
-        top_k: proposals drawn.
-    """
-
-    TAG = "train/proposals"
-
-    def __init__(self, period: int, writer: Optional[TensorboardWriter], categories: List[Dict[str, Any]],
-                 top_k: int = 20) -> None:
-        self.period = int(period)
-        self.writer = writer
-        self.to_id = {k + 1: int(c["id"]) for k, c in enumerate(categories)}
-        self.names = {int(c["id"]): str(c["name"]) for c in categories}
-        self.top_k = int(top_k)
-        self._handles: List[Any] = []
-        self._seen: Dict[str, Any] = {}
-
-    def before_step(self) -> None:
-        self._remove()
-        if self.writer is None or self.period <= 0 or self.trainer.iter % self.period != 0:
-            return
-        model = unwrap_model(self.trainer.model)
-        if not hasattr(model, "rpn"):
-            return
-        self._handles = [model.register_forward_pre_hook(self._batch, with_kwargs=True),
-                         model.rpn.register_forward_hook(self._rpn_output)]
-
-    def _batch(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        images = args[0] if args else kwargs.get("images")
-        targets = args[1] if len(args) > 1 else kwargs.get("targets")
-        if isinstance(images, (list, tuple)) and images and targets:
-            self._seen.setdefault("image", images[0])
-            self._seen.setdefault("target", targets[0])
-
-    def _rpn_output(self, module: torch.nn.Module, inputs: tuple, output: Any) -> None:
-        if "rpn" not in self._seen:  # the first image's predictions, off the autograd graph
-            self._seen["rpn"] = dataclasses.replace(output, objectness=output.objectness[:1].detach(),
-                                                    deltas=output.deltas[:1].detach())
-
-    def _remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-
-    def after_step(self) -> None:
-        seen, self._seen = self._seen, {}
-        self._remove()
-        if not {"image", "target", "rpn"} <= set(seen):
-            return
-        image, target = seen["image"], seen["target"].to("cpu")
-        size = tuple(int(v) for v in image.shape[-2:])
-        rpn = unwrap_model(self.trainer.model).rpn
-        with torch.no_grad():
-            proposals = rpn.inference(seen["rpn"], [size], training=True)[0][: self.top_k].to("cpu")
-        picture = draw_gt_and_proposals(image, target, proposals, class_names=self.names,
-                                        to_category_id=self.to_id, top_k=self.top_k)
-        self.writer.add_image(self.TAG, picture, self.trainer.iter)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+from typing import List
 
 import torch
 
@@ -76,3 +78,35 @@ def setup(args: argparse.Namespace, name: str = "maskrcnn", training: bool = Fal
     if removed:
         logger.warning("--overwrite: deleted the earlier run's %s", ", ".join(os.path.basename(f) for f in removed))
     return cfg
+
+
+_CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*\.[A-Za-z0-9_.]+$")  # e.g. DATASETS.CATALOG.x.ANN_FILE
+
+
+def dataset_argument_parser(description: str, *, datasets_help: str, opts_help: str) -> argparse.ArgumentParser:
+    """``--config-file``, ``--datasets NAME ...`` and trailing ``KEY VALUE`` opts, for the tools that
+    work on the datasets of a config (tools/check_dataset.py, tools/visualize_data.py); parse with
+    :func:`parse_dataset_args`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to a YAML config")
+    parser.add_argument("--datasets", nargs="+", metavar="NAME", default=None, help=datasets_help)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help=opts_help)
+    return parser
+
+
+def parse_dataset_args(parser: argparse.ArgumentParser, argv: List[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``; in ``--datasets a b KEY VALUE`` argparse gives the ``KEY VALUE``
+    pairs to ``--datasets``: they are moved to ``opts``, from the first token that looks like a
+    config key (``A.B``, upper-case first part) on."""
+    args = parser.parse_args(argv)
+    for i, token in enumerate(args.datasets or ()):
+        if _CONFIG_KEY.match(token):
+            args.datasets, args.opts = args.datasets[:i], args.datasets[i:] + list(args.opts)
+            break
+    return args
+
+
+def dataset_names(args: argparse.Namespace, cfg: CfgNode) -> List[str]:
+    """The datasets named with ``--datasets``, else those of ``DATASETS.TRAIN`` then ``DATASETS.TEST``;
+    each once, in order."""
+    return list(dict.fromkeys(args.datasets or (list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))))

@@ -23,7 +23,8 @@ from ..solver import make_lr_scheduler, make_optimizer
 from ..utils.comm import get_rank, get_world_size, is_main_process, synchronize
 from ..utils.events import TensorboardWriter
 from .hooks import (DivergenceError, DivergenceGuard, EvalHook, IterationTimer, MetricsWriter,
-                    NonFiniteGuard, PeriodicCheckpointer, ProposalVisualizer)
+                    NonFiniteGuard, PeriodicCheckpointer)
+from .proposal_visualizer import ProposalVisualizer
 from .inference import evaluate, evaluate_datasets
 from .resume import (check_data_position, data_state, restore_rng_states, resumed_seed, seed_all,
                      training_state, with_seed)

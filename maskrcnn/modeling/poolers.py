@@ -1,7 +1,8 @@
 """Multi-level ROIAlign: each box is pooled from the FPN level that fits its size.
 
 One read-back per call (the number of boxes of each level); the boxes are grouped by level
-with a sort, not selected with masks.
+with a sort, not selected with masks. ROIAlign is torchvision's, with a faster CPU backward
+(:mod:`maskrcnn.layers.roi_align`).
 """
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import math
 from typing import List, Sequence
 
 import torch
-from torchvision.ops import roi_align
+
+from ..layers.roi_align import roi_align
 
 
 class LevelMapper:

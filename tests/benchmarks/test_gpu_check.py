@@ -20,8 +20,10 @@ for name in ("pycocotools", "pycocotools.coco", "pycocotools.mask", "pycocotools
 def dry_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gpu_check")
     (tmp / "sitecustomize.py").write_text(NO_PYCOCOTOOLS)  # inherited by the training subprocesses
+    # One thread, as in the other subprocess tests: at these tiny sizes a second OpenMP thread
+    # gains little, and on a busy 2-core machine its barriers made the dry run 2-3x slower.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="2")
+               OMP_NUM_THREADS="1")
     out = tmp / "tmp.json"
     proc = subprocess.run([sys.executable, SCRIPT, "--dry-run", "--out", str(out)], cwd=str(tmp), env=env,
                           capture_output=True, text=True, timeout=600)

@@ -34,7 +34,7 @@ def _cfg(data_dir, catalog_entries=None, workers=0, grouping=True):
         DATALOADER=Node(NUM_WORKERS=workers, ASPECT_RATIO_GROUPING=grouping,
                         FILTER_EMPTY_ANNOTATIONS=True),
         SOLVER=Node(IMS_PER_BATCH=4, MAX_ITER=5), TEST=Node(IMS_PER_BATCH=3), SEED=7,
-        MODEL=Node(DEVICE="cpu"))  # the loaders pin memory for a CUDA model only
+        MODEL=Node(DEVICE="cpu", MASK_ON=True))  # pinned memory for a CUDA model only; masks needed
 
 
 @pytest.fixture(scope="module")

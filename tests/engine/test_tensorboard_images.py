@@ -17,7 +17,7 @@ from maskrcnn.config import load_cfg
 from maskrcnn.data.build import build_train_dataset, build_train_loader
 from maskrcnn.data.transforms import get_resize_size
 from maskrcnn.engine import run as engine_run
-from maskrcnn.engine.hooks import ProposalVisualizer
+from maskrcnn.engine.proposal_visualizer import ProposalVisualizer
 from maskrcnn.evaluation.figures import GT_TITLE, drawn_size, predictions_title, proposals_title
 from maskrcnn.modeling import build_model
 from maskrcnn.utils.visualizer import class_color, side_by_side

@@ -12,41 +12,20 @@ import yaml
 
 from maskrcnn.data.datasets.shapes import ensure_shapes_dataset
 
+from conftest import write_tiny_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = os.path.join(ROOT, "tools")
 
 
 def tiny_yaml(data_root, output_dir, **solver):
-    """A config file for a ~1M-parameter model on a 12-image synthetic COCO-format dataset."""
-    train_ann, train_img = ensure_shapes_dataset(data_root, "train", 12, 0)
-    val_ann, val_img = ensure_shapes_dataset(data_root, "val", 6, 1)
-    cfg = {
-        "MODEL": {"DEVICE": "cpu", "MASK_ON": True,
-                  "BACKBONE": {"CONV_BODY": "R-18-FPN", "FREEZE_CONV_BODY_AT": 0, "OUT_CHANNELS": 32},
-                  "RESNETS": {"NORM": "GN", "STEM_OUT_CHANNELS": 16, "RES2_OUT_CHANNELS": 16},
-                  "GROUP_NORM": {"NUM_GROUPS": 4},
-                  "RPN": {"ANCHOR_SIZES": "(16, 32, 64, 128, 256)", "PRE_NMS_TOP_N_TRAIN": 300,
-                          "FPN_POST_NMS_TOP_N_TRAIN": 100, "PRE_NMS_TOP_N_TEST": 300,
-                          "FPN_POST_NMS_TOP_N_TEST": 100},
-                  "ROI_HEADS": {"BATCH_SIZE_PER_IMAGE": 64},
-                  "ROI_BOX_HEAD": {"MLP_HEAD_DIM": 64},
-                  "ROI_MASK_HEAD": {"CONV_LAYERS": [32, 32]}},
-        "INPUT": {"MIN_SIZE_TRAIN": [96], "MAX_SIZE_TRAIN": 160, "MIN_SIZE_TEST": 96, "MAX_SIZE_TEST": 160,
-                  "TO_BGR255": False, "PIXEL_MEAN": [0.5, 0.5, 0.5], "PIXEL_STD": [0.25, 0.25, 0.25]},
-        "DATASETS": {"CATALOG": {"toy_train": {"ANN_FILE": train_ann, "IMG_DIR": train_img},
-                                 "toy_val": {"ANN_FILE": val_ann, "IMG_DIR": val_img}},
-                     "TRAIN": ["toy_train"], "TEST": ["toy_val"]},
-        "DATALOADER": {"NUM_WORKERS": 0},
-        "SOLVER": {"BASE_LR": 0.01, "IMS_PER_BATCH": 2, "MAX_ITER": 4, "STEPS": [3], "WARMUP_ITERS": 2,
-                   "CHECKPOINT_PERIOD": 2, "LOG_PERIOD": 1, **solver},
-        "TEST": {"IMS_PER_BATCH": 2},
-        "OUTPUT_DIR": str(output_dir),
-        "SEED": 0,
-    }
-    path = os.path.join(str(output_dir) + "_config.yaml")
-    with open(path, "w") as f:
-        yaml.safe_dump(cfg, f)
-    return path
+    """A config file for a ~1M-parameter model on a 12-image synthetic COCO-format dataset,
+    4 iterations with a checkpoint every 2 unless ``solver`` overrides it."""
+    catalog = {"toy_train": ensure_shapes_dataset(data_root, "train", 12, 0),
+               "toy_val": ensure_shapes_dataset(data_root, "val", 6, 1)}
+    solver = dict(dict(MAX_ITER=4, STEPS=[3], WARMUP_ITERS=2, CHECKPOINT_PERIOD=2), **solver)
+    return write_tiny_config(str(output_dir) + "_config.yaml", catalog, ["toy_train"], ["toy_val"], output_dir,
+                             **solver)
 
 
 def free_port():

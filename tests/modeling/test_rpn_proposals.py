@@ -163,3 +163,24 @@ def test_min_size_removes_small_boxes():
     # the 1-pixel-wide box goes; the last one is clipped to x <= 80 and kept
     torch.testing.assert_close(bl.bbox, torch.tensor([[10.0, 10.0, 20.0, 20.0], [50.0, 50.0, 80.0, 60.0]]))
     torch.testing.assert_close(bl.get_field("objectness"), torch.sigmoid(torch.tensor([1.0, 0.5])))
+
+
+def test_nms_threads_give_the_same_proposals(monkeypatch):
+    """The per-image CPU NMS calls run on a thread pool; the kept boxes are those of the
+    sequential calls, in the same order."""
+    import maskrcnn.modeling.rpn.inference as rpn_inference
+
+    gen = torch.Generator().manual_seed(3)
+    n, k = 6, 900
+    xy = torch.rand(n, k, 2, generator=gen) * 150
+    boxes = torch.cat([xy, xy + torch.rand(n, k, 2, generator=gen) * 60 + 1], -1)
+    scores = torch.rand(n, k, generator=gen)
+    levels = [(0, 500), (500, 400)]
+    pool = rpn_inference._cpu_pool()
+    if pool is None:
+        pytest.skip("one intra-op thread: no NMS pool")
+    threaded = rpn_inference.nms_per_level(boxes, scores, levels, 0.7, 220)
+    monkeypatch.setattr(rpn_inference, "_cpu_pool", lambda: None)
+    sequential = rpn_inference.nms_per_level(boxes, scores, levels, 0.7, 220)
+    assert torch.equal(threaded, sequential)
+    assert 0 < int(sequential.sum()) < n * k  # NMS suppressed some boxes, kept others

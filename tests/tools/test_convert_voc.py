@@ -1,6 +1,7 @@
 """tools/convert_voc_to_coco.py on a small VOC tree written here (XML, JPEGs, palette PNGs):
 converted, loaded by the project's COCO dataset, and trained for a few iterations."""
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pycocotools import mask as mask_utils
 
 from maskrcnn.data.datasets.coco import COCODataset
 from maskrcnn.utils.visualizer import rasterize_instance_masks
-from tiny_config import write_tiny_config
+from conftest import write_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, "tools", "convert_voc_to_coco.py")
@@ -100,7 +101,11 @@ def test_converted_json_boxes_masks_difficult_and_categories(voc):
     assert cat["area"] == float(expected.sum())
     assert anns[(1, ids["person"])]["iscrowd"] == 1  # difficult
     car = anns[(2, ids["car"])]
-    assert car["segmentation"] == [[20.0, 10.0, 120.0, 10.0, 120.0, 70.0, 20.0, 70.0]]  # box only
+    assert "segmentation" not in car and car["area"] == 100.0 * 60.0  # box-only: no rectangle polygon
+    assert car["bbox"] == [20.0, 10.0, 100.0, 60.0]
+    # no annotation is written with a polygon (a box as mask would teach Mask R-CNN rectangles)
+    assert all(isinstance(a["segmentation"], dict) for a in data["annotations"] if "segmentation" in a)
+    assert sorted(a["id"] for a in data["annotations"] if "segmentation" not in a) == [4, 5]  # image 2
     assert data["info"]["difficult"] == "crowd" and data["info"]["box_only_images"] == 1
 
     skipped, _ = convert(voc["root"], voc["base"] / "skip.json", "--split", "train", "--difficult", "skip")
@@ -110,9 +115,10 @@ def test_converted_json_boxes_masks_difficult_and_categories(voc):
     assert all(isinstance(a["segmentation"], dict) for a in masks_only["annotations"])
 
 
-def test_the_project_loads_it_with_the_masks_of_the_pngs(voc):
+def test_the_project_loads_it_with_the_masks_of_the_pngs(voc, caplog):
     convert(voc["root"], voc["base"] / "train.json", "--split", "train")
-    ds = COCODataset(str(voc["base"] / "train.json"), str(voc["root"] / "JPEGImages"), "voc_train", check="full")
+    args = (str(voc["base"] / "train.json"), str(voc["root"] / "JPEGImages"), "voc_train")
+    ds = COCODataset(*args, check="full", require_masks=False)  # Faster R-CNN
     assert len(ds) == 3 and ds.class_names[8] == "cat" and ds.num_classes == 20
     target = ds.get_target(0)  # 2008_000001: cat, dog as targets; the difficult person is a crowd
     assert ds.contiguous_to_category_id[int(target.get_field("labels")[0])] == 8
@@ -120,7 +126,14 @@ def test_the_project_loads_it_with_the_masks_of_the_pngs(voc):
     dense = rasterize_instance_masks(target.get_field("masks"), target.bbox)
     for k in range(2):
         assert torch.equal(dense[k], torch.from_numpy(voc["indices"]["2008_000001"] == k + 1))
-    assert len(ds.get_target(1)) == 2  # the box-only image keeps its objects
+    box_only = ds.get_target(1)  # the box-only image keeps its objects, as boxes without masks
+    assert len(box_only) == 2 and not box_only.has_field("masks")
+    assert box_only.bbox.tolist() == [[20, 10, 120, 70], [99, 74, 150, 115]]
+    with caplog.at_level(logging.WARNING, logger="maskrcnn.data.datasets.coco"):
+        masked = COCODataset(*args, require_masks=True)  # Mask R-CNN: the box-only image is left out
+    assert [masked.get_img_info(i)["file_name"] for i in range(len(masked))] == ["2008_000001.jpg",
+                                                                                 "2008_000003.jpg"]
+    assert "1 image left out (training and evaluation): 2 of its annotations (ids 4, 5)" in caplog.text
 
 
 def test_errors_name_the_file(voc, tmp_path):
@@ -157,6 +170,12 @@ def test_faster_rcnn_trains_and_evaluates_on_converted_voc(voc, tmp_path):
     assert ckpt["model"]["roi_heads.box.predictor.cls_score.weight"].shape[0] == 21  # 20 VOC classes + bg
     metrics = json.loads((out / "inference" / "voc_val" / "metrics.json").read_text())
     assert "bbox" in metrics and "segm" not in metrics
+    log = (out / "log.txt").read_text()
+    # the box-only objects (2008_000002 in train, 2008_000004 in val) are targets and ground truth
+    assert "voc_train: 3 images, 6 annotations; 2 box-only annotations (no segmentation) in 1 image: kept as " \
+           "box targets without masks" in log
+    assert "voc_val: 2 images, 2 annotations; 1 box-only annotation (no segmentation) in 1 image" in log
+    assert "left out" not in log
 
 
 def test_mask_rcnn_trains_on_the_segmented_images(voc, tmp_path):

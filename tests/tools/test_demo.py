@@ -8,9 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from conftest import tiny_cfg
+from conftest import tiny_cfg, write_tiny_config
 from maskrcnn.modeling import build_model
-from tiny_config import write_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CATEGORIES = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 7, "name": "triangle"}]

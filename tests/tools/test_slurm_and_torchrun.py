@@ -12,7 +12,7 @@ import yaml
 
 from maskrcnn.data.datasets.shapes import ensure_shapes_dataset
 from maskrcnn.utils.comm import DEFAULT_SLURM_PORT_BASE
-from tiny_config import write_tiny_config
+from conftest import write_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

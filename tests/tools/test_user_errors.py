@@ -13,7 +13,7 @@ from maskrcnn.data.datasets.shapes import ensure_shapes_dataset
 from maskrcnn.utils import errors
 from maskrcnn.utils.errors import (EXIT_CONFIG, EXIT_DATA, EXIT_STOPPED, EXIT_WEIGHTS, DataError, UserError,
                                    main_guard)
-from tiny_config import write_tiny_config
+from conftest import write_tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = os.path.join(ROOT, "tools")

@@ -33,8 +33,13 @@ Classification:
 * repaired (safe, done while loading, counted): a box partly outside the image is clipped;
   a polygon part with fewer than 3 points or an odd number of coordinates is dropped; an
   annotation whose box has zero or negative size, lies outside the image, whose
-  segmentation is empty or has no valid polygon part left is dropped from the targets.
+  segmentation is an empty RLE or has no valid polygon part left is dropped from the targets.
   Crowd annotations are never targets; only their errors are reported.
+* box-only (neither an error nor a repair, counted in ``report.box_only``): an annotation
+  with a valid box and no segmentation (the key missing, ``null`` or ``[]``; crowd ones
+  included). It is a target without a mask; what the dataset does with it depends on whether
+  the model needs masks (``COCODataset(require_masks=...)``, from ``MODEL.MASK_ON``):
+  Faster R-CNN trains on its box, Mask R-CNN leaves its image out (see the class).
 * where the segmentation lies (targets only, :mod:`~maskrcnn.data.datasets.segmentation_check`): a
   polygon part partly outside the image is clipped to it and one wholly outside (or flat:
   no area) is dropped (repaired, counted; the pixels inside the image are unchanged). When
@@ -43,6 +48,12 @@ Classification:
   the mask says there is none, so one of the two is wrong (coordinates of another image or
   frame, x/y swapped) and training would learn an all-zero mask inside a real box. An RLE
   without a foreground pixel is an empty segmentation (annotation dropped).
+* filled in (information, counted): an annotation without ``area`` (the key missing or
+  null) gets the area of its segmentation (pycocotools' ``maskUtils.area``), else of its box
+  (w * h); one without ``iscrowd`` gets 0, as detectron2 does when it converts a dataset for
+  COCO evaluation (pycocotools' ``COCOeval`` reads both of every ground-truth annotation). It
+  is done in memory, by :func:`fill_missing_fields` on the index that training and evaluation
+  share, never in the file. An ``area`` that is not a number >= 0 is an error.
 * images without usable annotations are counted in the summary line (training leaves them
   out, see ``COCODataset(filter_empty=True)``).
 * converted (information): 16-bit, CMYK, palette, grayscale, alpha and EXIF-oriented
@@ -64,21 +75,28 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 from maskrcnn.data.datasets.image_check import check_image_files
 from maskrcnn.data.datasets.report import ERROR, REPAIRED, DatasetReport, Issues, note as _note
 from maskrcnn.data.datasets.segmentation_check import is_number as _is_number
-from maskrcnn.data.datasets.segmentation_check import parse_segmentation, place_segmentation
+from maskrcnn.data.datasets.segmentation_check import has_no_segmentation, parse_segmentation, place_segmentation
+from maskrcnn.data.datasets.segmentation_check import segmentation_area
 
 __all__ = ["CHECK_LEVELS", "CheckResult", "ParsedInstance", "check_dataset", "read_annotation_json",
-           "parse_annotation", "check_image_files"]
+           "parse_annotation", "check_image_files", "fill_missing_fields"]
 
 CHECK_LEVELS = ("annotations", "header", "full")
 
 
 class ParsedInstance(NamedTuple):
-    """A usable (possibly repaired) annotation."""
+    """A usable (possibly repaired) annotation; ``polygons`` and ``rle`` are both None when it
+    is box-only (has no segmentation)."""
 
     box: Tuple[float, float, float, float]  # xyxy, clipped to the image
     category_id: Any
     polygons: Optional[List[List[float]]]
     rle: Optional[dict]
+
+    @property
+    def has_mask(self) -> bool:
+        """Whether the instance has a segmentation (polygons or RLE)."""
+        return self.polygons is not None or self.rle is not None
 
 
 class CheckResult(NamedTuple):
@@ -111,7 +129,7 @@ def check_dataset(ann_file: str, img_dir: str, name: str, images: str = "header"
     cat_ids = _check_categories(data["categories"], report)
     valid_images = _check_images(data["images"], report)
     usable = _check_annotations(data["annotations"], valid_images, cat_ids, report)
-    report.num_images_unused = sum(1 for ids in usable.values() if not ids)
+    report.num_images_unused = sum(1 for ids in usable.values() if not ids)  # box-only ones are usable
     if images != "annotations":
         check_image_files(valid_images, img_dir, report, full_decode=images == "full")
     return CheckResult(data, report, usable)
@@ -227,20 +245,89 @@ def _annotation_refs_ok(ann: Any, images: Dict[Any, dict], cat_ids: set, seen: s
 
 def _check_annotations(anns: List[Any], images: Dict[Any, dict], cat_ids: set,
                        report: DatasetReport) -> Dict[Any, List[Any]]:
-    """Check every annotation; return the usable annotation ids per image."""
+    """Check every annotation; return the usable annotation ids per image (box-only ones
+    included) and record the box-only ones in ``report.box_only``."""
     usable: Dict[Any, List[Any]] = {img_id: [] for img_id in images}
     seen: set = set()
     for ann in anns:
         if not _annotation_refs_ok(ann, images, cat_ids, seen, report):
             continue
         img = images[ann["image_id"]]
+        _check_coco_fields(ann, img, report)
         issues: List[Tuple[str, str, str]] = []
-        if parse_annotation(ann, (int(img["height"]), int(img["width"])), issues) is not None:
+        size = (int(img["height"]), int(img["width"]))
+        instance = parse_annotation(ann, size, issues)
+        if instance is not None:
             usable[img["id"]].append(ann["id"])
+        if _is_box_only(ann, instance, size):
+            report.add_box_only(img["id"], ann["id"])
         for level, kind, detail in issues:
             report.add(level, kind, os.path.join(report.img_dir, img["file_name"]), img["id"],
                        ann["id"], detail)
     return usable
+
+
+def _missing(ann: Dict[str, Any], key: str) -> bool:
+    return ann.get(key) is None  # absent or null: filled in (see fill_missing_fields)
+
+
+def _check_coco_fields(ann: Dict[str, Any], img: Dict[str, Any], report: DatasetReport) -> None:
+    """Count the ``area`` / ``iscrowd`` that :func:`fill_missing_fields` fills in; an area that
+    is not a finite number >= 0 is an error (pycocotools compares it with the area ranges)."""
+    for key in ("area", "iscrowd"):
+        if _missing(ann, key):
+            report.add_filled(key)
+    area = ann.get("area")
+    if area is not None and (not _is_number(area) or not math.isfinite(area) or area < 0):
+        report.add(ERROR, "invalid area", os.path.join(report.img_dir, img["file_name"]), img["id"], ann["id"],
+                   f"area {area!r} is not a number >= 0 (pixels); fix it, or remove the key to have it "
+                   "computed from the segmentation (or the box)")
+
+
+def fill_missing_fields(data: Dict[str, Any]) -> Dict[str, Any]:
+    """``data`` with ``area`` and ``iscrowd`` set on every annotation lacking them (or null).
+
+    The area is that of the segmentation (:func:`segmentation_area`, at the image size) or,
+    without a usable one, of the box (``w * h``); ``iscrowd`` is 0. The data must have passed
+    :func:`check_dataset` without errors.
+
+    Args:
+        data: a parsed COCO dict; it is not modified.
+
+    Returns:
+        ``data`` itself when nothing is missing, else a shallow copy whose annotations that
+        lacked a field are copies with it.
+    """
+    anns = data["annotations"]
+    if not any(_missing(a, "area") or _missing(a, "iscrowd") for a in anns):
+        return data
+    sizes = {img["id"]: (int(img["height"]), int(img["width"])) for img in data["images"]}
+    out = dict(data)
+    out["annotations"] = [_with_fields(a, sizes.get(a.get("image_id")))
+                          if _missing(a, "area") or _missing(a, "iscrowd") else a for a in anns]
+    return out
+
+
+def _with_fields(ann: Dict[str, Any], size: Optional[Tuple[int, int]]) -> Dict[str, Any]:
+    ann = dict(ann)
+    if _missing(ann, "iscrowd"):
+        ann["iscrowd"] = 0
+    if _missing(ann, "area"):
+        area = None if size is None else segmentation_area(ann.get("segmentation"), size)
+        if area is None:
+            _, _, w, h = ann["bbox"]
+            area = float(max(w, 0) * max(h, 0))
+        ann["area"] = area
+    return ann
+
+
+def _is_box_only(ann: Dict[str, Any], instance: Optional[ParsedInstance], size: Tuple[int, int]) -> bool:
+    """A valid box and no segmentation (crowd annotations included)."""
+    if not has_no_segmentation(ann.get("segmentation")):
+        return False
+    if instance is not None:
+        return True
+    return bool(ann.get("iscrowd", 0)) and _parse_box(ann.get("bbox"), size, None) is not None
 
 
 def parse_annotation(ann: Dict[str, Any], size: Tuple[int, int], issues: Issues = None
@@ -253,22 +340,26 @@ def parse_annotation(ann: Dict[str, Any], size: Tuple[int, int], issues: Issues 
         issues: list to append ``(level, kind, detail)`` findings to; None records nothing.
 
     Returns:
-        The instance (its box and polygon parts clipped to the image), or None when it is a
-        crowd region or has to be dropped (or is an error).
+        The instance (its box and polygon parts clipped to the image; box-only, with
+        ``polygons`` and ``rle`` None, when the annotation has no segmentation), or None when
+        it is a crowd region or has to be dropped (or is an error).
     """
     crowd = bool(ann.get("iscrowd", 0))
     box_issues: Issues = [] if issues is not None else None
     seg_issues: Issues = [] if issues is not None else None
     box = _parse_box(ann.get("bbox"), size, box_issues)
-    seg = parse_segmentation(ann.get("segmentation"), size, seg_issues)
+    box_only = has_no_segmentation(ann.get("segmentation"))
+    seg = None if box_only else parse_segmentation(ann.get("segmentation"), size, seg_issues)
     if seg is not None and box is not None and not crowd:
         seg = place_segmentation(seg, box, size, seg_issues)
     if box_issues or seg_issues:
         # Repairs are counted for annotations that are targets (and once per dropped one).
         issues.extend(i for i in box_issues if i[0] == ERROR or not crowd)
         issues.extend(i for i in seg_issues if i[0] == ERROR or (not crowd and box is not None))
-    if crowd or box is None or seg is None:
+    if crowd or box is None or (seg is None and not box_only):
         return None
+    if seg is None:
+        return ParsedInstance(box, ann["category_id"], None, None)
     return ParsedInstance(box, ann["category_id"], seg.polygons, seg.rle)
 
 

@@ -8,6 +8,13 @@ Every finding has one of three levels:
 * ``"converted"``: an image that :func:`~maskrcnn.data.image_io.read_image_rgb` converts
   (16-bit, CMYK, palette, grayscale, alpha, EXIF orientation): information only.
 
+Box-only annotations (a valid box, no segmentation) are none of these: they are counted
+apart (:attr:`DatasetReport.box_only`), and the summary line says what becomes of them (see
+:attr:`DatasetReport.masks_required`).
+
+Annotations without ``area`` or ``iscrowd`` are none of these either: the fields are filled in
+(in memory) and counted in :attr:`DatasetReport.filled`.
+
 See :mod:`maskrcnn.data.datasets.check` for which problem gets which level.
 """
 from __future__ import annotations
@@ -25,6 +32,7 @@ LEVELS = (ERROR, REPAIRED, CONVERTED)
 # Findings kept in full per non-error level (all are counted); errors are all kept.
 DETAIL_LIMIT = 1000
 MESSAGE_LIMIT = 20  # problems listed in a DatasetError message
+BOX_ONLY_IDS_SHOWN = 5  # box-only annotation ids named in the summary line
 _PLURALS = (("box ", "boxes "), ("annotation ", "annotations "), ("polygon part ", "polygon parts "))
 
 #: Findings of one annotation, ``(level, kind, detail)``; None: do not record.
@@ -91,6 +99,14 @@ class DatasetReport:
         self.num_images = 0
         self.num_annotations = 0
         self.num_images_unused = 0  # well-formed images without a usable annotation
+        #: image id -> ids of its box-only annotations (valid box, no segmentation), in file order
+        self.box_only: Dict[Any, List[Any]] = {}
+        self._box_only_ids: List[Any] = []  # the same ids, all in file order
+        #: how the summary describes box-only annotations: None (a check on its own: what each
+        #: model does with them), False (kept as box targets), True (their images left out)
+        self.masks_required: Optional[bool] = None
+        #: ``"area"`` / ``"iscrowd"`` -> how many annotations lack it (filled in when loading)
+        self.filled: Counter = Counter()
         self.counts: Dict[str, Counter] = {level: Counter() for level in LEVELS}
         self.findings: Dict[str, List[Finding]] = {level: [] for level in LEVELS}
 
@@ -110,15 +126,64 @@ class DatasetReport:
         """How many findings of ``level`` there were (the lists may be truncated, not this)."""
         return sum(self.counts[level].values())
 
+    def add_box_only(self, image_id: Any, ann_id: Any) -> None:
+        """Record one box-only annotation (a valid box, no segmentation)."""
+        self.box_only.setdefault(image_id, []).append(ann_id)
+        self._box_only_ids.append(ann_id)
+
+    def add_filled(self, key: str) -> None:
+        """Count one annotation without ``key`` (``"area"`` or ``"iscrowd"``): filled in when loading."""
+        self.filled[key] += 1
+
+    def _filled_part(self) -> str:
+        parts = []
+        if self.filled["area"]:
+            n = self.filled["area"]
+            parts.append(f"{n} missing area{'s' if n != 1 else ''} computed (from the segmentation, else the box)")
+        if self.filled["iscrowd"]:
+            parts.append(f"{self.filled['iscrowd']} missing iscrowd set to 0")
+        return ", ".join(parts)
+
+    @property
+    def num_box_only(self) -> int:
+        """How many box-only annotations there are (in ``len(self.box_only)`` images)."""
+        return len(self._box_only_ids)
+
+    def box_only_ids(self, limit: int = BOX_ONLY_IDS_SHOWN) -> str:
+        """The first ``limit`` box-only annotation ids in file order, e.g. ``"4, 7, 9 and 12 more"``."""
+        ids = self._box_only_ids
+        text = ", ".join(str(a) for a in ids[:limit])
+        return text + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+    def _box_only_part(self) -> str:
+        n, m = self.num_box_only, len(self.box_only)
+        what = (f"{n} box-only annotation{'s' if n != 1 else ''} (no segmentation) in {m} "
+                f"image{'s' if m != 1 else ''}")
+        if self.masks_required is None:
+            return (f"{what}, annotation ids {self.box_only_ids()}: box targets for Faster R-CNN "
+                    "(MODEL.MASK_ON False); Mask R-CNN leaves those images out")
+        if not self.masks_required:
+            return f"{what}: kept as box targets without masks"
+        return (f"{m} image{'s' if m != 1 else ''} left out (training and evaluation): "
+                f"{n} of {'their' if m != 1 else 'its'} annotations (ids {self.box_only_ids()}) "
+                "have no segmentation, which Mask R-CNN (MODEL.MASK_ON True) needs; add segmentations "
+                "to them, or set MODEL.MASK_ON False to train a box-only detector (Faster R-CNN)")
+
     def summary(self) -> str:
         """One line: ``name: N images, M annotations; U images without usable annotations
-        (...); E errors; repaired: ...; converted: ...``."""
+        (...); B box-only annotations (...); A missing areas computed (...); E errors; repaired: ...; converted: ...``."""
         parts = [f"{self.name}: {self.num_images} images, {self.num_annotations} annotations"]
-        not_problems = 1  # parts that are no problem: counts, unused images
+        not_problems = 1  # parts that are no problem: counts, unused images, kept box-only ones
         if self.num_images_unused:
             n = self.num_images_unused
             parts.append(f"{n} image{'s' if n != 1 else ''} without usable annotations (training leaves "
                          f"{'them' if n != 1 else 'it'} out)")
+            not_problems += 1
+        if self.box_only:
+            parts.append(self._box_only_part())
+            not_problems += int(not self.masks_required)
+        if self.filled:
+            parts.append(self._filled_part())
             not_problems += 1
         if self.errors:
             parts.append(f"{len(self.errors)} error{'s' if len(self.errors) != 1 else ''}")

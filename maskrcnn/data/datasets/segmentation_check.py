@@ -14,12 +14,23 @@ from typing import Any, List, NamedTuple, Optional, Tuple
 from maskrcnn.data.datasets.extent import clip_polygon, overlaps, rle_extent, union_extent
 from maskrcnn.data.datasets.report import ERROR, REPAIRED, Issues, note
 
-__all__ = ["Segmentation", "parse_segmentation", "place_segmentation", "is_number"]
+__all__ = ["Segmentation", "parse_segmentation", "place_segmentation", "is_number", "has_no_segmentation",
+           "segmentation_area"]
 
 
 def is_number(value: Any) -> bool:
     """An int or float from JSON (bool is not a number here)."""
     return type(value) in (int, float)
+
+
+def has_no_segmentation(seg: Any) -> bool:
+    """True for an annotation without a segmentation: the key missing (``seg`` None), null or ``[]``.
+
+    Such an annotation is box-only (a target for Faster R-CNN, see
+    :func:`~maskrcnn.data.datasets.check.parse_annotation`), unlike a segmentation that is
+    given but turns out empty or degenerate, which is dropped as a repair.
+    """
+    return seg is None or (isinstance(seg, (list, tuple)) and len(seg) == 0)
 
 
 class Segmentation(NamedTuple):
@@ -31,11 +42,14 @@ class Segmentation(NamedTuple):
 
 
 def parse_segmentation(seg: Any, size: Tuple[int, int], issues: Issues) -> Optional[Segmentation]:
-    """Polygons or an RLE, well-formed; None when empty, degenerate or malformed."""
+    """Polygons or an RLE, well-formed; None when absent, empty, degenerate or malformed.
+
+    No segmentation at all (:func:`has_no_segmentation`) is not a finding here: the caller
+    decides whether a box-only annotation is a target.
+    """
     if isinstance(seg, dict):
         return _parse_rle(seg, size, issues)
-    if seg is None or (isinstance(seg, (list, tuple)) and len(seg) == 0):
-        note(issues, REPAIRED, "annotation dropped (empty segmentation)", "no segmentation")
+    if has_no_segmentation(seg):
         return None
     if not isinstance(seg, (list, tuple)):
         note(issues, ERROR, "malformed segmentation", f"a {type(seg).__name__} is neither polygons nor RLE")
@@ -114,6 +128,41 @@ def place_segmentation(seg: Segmentation, box: Tuple[float, ...], size: Tuple[in
              "they share no area, so one of them is wrong; fix the polygon / RLE or the box")
         return None
     return seg
+
+
+def segmentation_area(seg: Any, size: Tuple[int, int]) -> Optional[float]:
+    """The pixel area of a segmentation, as pycocotools counts it for evaluation.
+
+    The ``maskUtils.area`` of the RLE, or of the union of the polygon parts rasterised at the
+    image size (``frPyObjects`` + ``merge``: what ``COCO.annToRLE`` does); degenerate polygon
+    parts (< 3 points, odd coordinate count) are left out, as they are from the targets.
+
+    Args:
+        seg: the annotation's ``segmentation`` (polygons, RLE, or none).
+        size: image ``(height, width)`` from the JSON.
+
+    Returns:
+        The area in pixels, or None when there is no usable segmentation (none, malformed,
+        degenerate, counts that do not decode) or pycocotools is not installed (evaluation
+        needs it, and nothing else reads the area): the caller then takes the box's.
+    """
+    parsed = parse_segmentation(seg, size, None)
+    if parsed is None:
+        return None
+    try:
+        from pycocotools import mask as mask_utils
+    except ImportError:
+        return None
+    h, w = size
+    try:
+        if parsed.rle is None:
+            return float(mask_utils.area(mask_utils.merge(mask_utils.frPyObjects(parsed.polygons, h, w))))
+        rle = parsed.rle
+        if isinstance(rle["counts"], list):
+            rle = mask_utils.frPyObjects({"counts": rle["counts"], "size": [h, w]}, h, w)
+        return float(mask_utils.area(rle))
+    except Exception:  # noqa: BLE001 - bad counts of a crowd region (not checked as a target): use the box
+        return None
 
 
 def _fmt(extent: Tuple[float, ...]) -> str:
