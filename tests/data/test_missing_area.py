@@ -105,7 +105,8 @@ def test_missing_area_is_pycocotools_area_of_the_segmentation_in_memory_only(fil
         (np.hypot(*np.mgrid[:H, :W] - np.array([[[40]], [[60]]])) < 25).astype(np.uint8)))["counts"].decode()}
     data = json.loads(before)
     data["annotations"] += [  # a triangle, two parts with one degenerate, a part crossing the border, a disc
-        {"id": 7, "image_id": 1, "category_id": 3, "bbox": [10, 50, 30, 30], "segmentation": [[10, 50, 40, 80, 10, 80]]},
+        {"id": 7, "image_id": 1, "category_id": 3, "bbox": [10, 50, 30, 30],
+         "segmentation": [[10, 50, 40, 80, 10, 80]]},
         {"id": 8, "image_id": 1, "category_id": 3, "bbox": [50, 50, 40, 20],
          "segmentation": [[50, 50, 70, 50, 70, 70, 50, 70], [80, 50, 90, 70], [75, 50, 90, 50, 82, 70]]},
         {"id": 9, "image_id": 2, "category_id": 7, "bbox": [100, 60, 28, 36],

@@ -26,11 +26,16 @@ both sides), nothing random is left:
 
 With the default random sampling, the sampled counts and positive fractions follow
 torchvision's ``BalancedPositiveNegativeSampler`` rule on the labels of this batch.
+
+The two models never share a tensor: each step runs torchvision's forward + backward and ours
+at the same time, in two Python threads of one intra-op thread each (see ``side_by_side``).
 """
 from __future__ import annotations
 
 import copy
 import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator, Tuple
 
 import numpy as np
 import pytest
@@ -127,12 +132,58 @@ def pair():
     return tv, ours.train(), {src: dst for src, dst, _ in report.mapped}, cfg
 
 
-def _losses(tv, ours, dtype):
-    """Both models' losses on the batch (images in 0..1 as float32, then ``dtype``)."""
+Pair = Callable[[Callable[[], Any], Callable[[], Any]], Tuple[Any, Any]]
+
+
+@pytest.fixture(scope="module")
+def side_by_side() -> Iterator[Pair]:
+    """``run(f, g) -> (f(), g())`` with ``f`` and ``g`` in two threads of one intra-op thread each.
+
+    Nearly all of this file's time is the two models' float64 convolutions, which do not depend
+    on each other. torch releases the GIL inside each op, so the two threads use two cores
+    without OpenMP's barriers; on a busy 2-core machine those barriers made one step 2.5x
+    slower than with one thread. Results are those of one thread: no op runs in parallel.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(max_workers=2)
+
+    def run(f, g):
+        a, b = pool.submit(f), pool.submit(g)
+        return a.result(), b.result()
+    try:
+        yield run
+    finally:
+        pool.shutdown()
+        torch.set_num_threads(threads)
+
+
+def _tv_losses(tv, dtype):
+    """torchvision's losses on the batch (images in 0..1 as float32, then ``dtype``)."""
     images = smooth_images(SIZES, seed=5)
-    ours_t, tv_t = _targets(dtype)
-    theirs = tv([(im.float() / 255).to(dtype) for im in images], tv_t)
-    return theirs, ours.loss(images, ours_t)
+    _, tv_t = _targets(dtype)
+    return tv([(im.float() / 255).to(dtype) for im in images], tv_t)
+
+
+def _our_losses(ours, dtype):
+    """This project's losses on the same batch (uint8 images, ``dtype`` boxes)."""
+    ours_t, _ = _targets(dtype)
+    return ours.loss(smooth_images(SIZES, seed=5), ours_t)
+
+
+def _losses(tv, ours, dtype, run: Pair):
+    """(torchvision's losses, ours), computed side by side."""
+    return run(lambda: _tv_losses(tv, dtype), lambda: _our_losses(ours, dtype))
+
+
+def _backward_step(losses_fn: Callable[[], Any], optimizer) -> Callable[[], Any]:
+    """A step's first half: zero the gradients, the losses, their sum's backward; the losses."""
+    def fn():
+        optimizer.zero_grad()
+        losses = losses_fn()
+        sum(losses.values()).backward()
+        return losses
+    return fn
 
 
 def _loss_gap(mine, theirs, name: str) -> float:
@@ -146,16 +197,16 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
 
-def test_losses_match_in_float32(pair):
+def test_losses_match_in_float32(pair, side_by_side):
     tv, ours, _, _ = pair
-    theirs, mine = _losses(tv, ours, torch.float32)
+    theirs, mine = _losses(tv, ours, torch.float32, side_by_side)
     assert set(theirs) == set(mine) == set(LOSSES)
     for name in LOSSES:
         assert theirs[name] > 1e-6, name  # every loss is exercised
         assert _loss_gap(mine, theirs, name) <= 1e-6, (name, float(mine[name].detach()), float(theirs[name].detach()))
 
 
-def test_gradients_and_five_sgd_steps_match_in_float64(pair):
+def test_gradients_and_five_sgd_steps_match_in_float64(pair, side_by_side):
     tv32, ours32, names, cfg = pair
     tv, ours = copy.deepcopy(tv32).double(), copy.deepcopy(ours32).double()
     tv.transform.resize = lambda image, target=None: (image, target)
@@ -175,22 +226,19 @@ def test_gradients_and_five_sgd_steps_match_in_float64(pair):
     tv_opt = torch.optim.SGD([p for _, p, _ in trainable], lr=STEP_LR, momentum=0.9, weight_decay=1e-4)
     our_opt = make_optimizer(cfg, ours)  # the YAML's SOLVER keys
     assert {(g["lr"], g["weight_decay"], g["momentum"]) for g in our_opt.param_groups} == {(STEP_LR, 1e-4, 0.9)}
+    tv_half = _backward_step(lambda: _tv_losses(tv, torch.float64), tv_opt)
+    our_half = _backward_step(lambda: _our_losses(ours, torch.float64), our_opt)
     first = {}
     for step in range(5):
-        tv_opt.zero_grad()
-        our_opt.zero_grad()
-        theirs, mine = _losses(tv, ours, torch.float64)
+        theirs, mine = side_by_side(tv_half, our_half)
         for name in LOSSES:
             assert _loss_gap(mine, theirs, name) <= 1e-6, (step, name, _loss_gap(mine, theirs, name))
         first = first or {k: float(v.detach()) for k, v in theirs.items()}
-        sum(theirs.values()).backward()
-        sum(mine.values()).backward()
         if step == 0:
             worst = max((_rel(q.grad, p.grad), n) for n, p, q in trainable)
             assert worst[0] <= 1e-5, worst
             assert all(p.grad.abs().sum() > 0 for _, p, _ in trainable)  # every parameter gets a gradient
-        tv_opt.step()
-        our_opt.step()
+        side_by_side(tv_opt.step, our_opt.step)
     assert all(float(theirs[k].detach()) < first[k] for k in ("loss_classifier", "loss_mask", "loss_objectness"))
     worst_w = max((_rel(q, p), n) for n, p, q in trainable)
     worst_d = max((_rel(q - start[n], p - start[n]), n) for n, p, q in trainable)

@@ -171,7 +171,8 @@ class DatasetReport:
 
     def summary(self) -> str:
         """One line: ``name: N images, M annotations; U images without usable annotations
-        (...); B box-only annotations (...); A missing areas computed (...); E errors; repaired: ...; converted: ...``."""
+        (...); B box-only annotations (...); A missing areas computed (...); E errors;
+        repaired: ...; converted: ...``."""
         parts = [f"{self.name}: {self.num_images} images, {self.num_annotations} annotations"]
         not_problems = 1  # parts that are no problem: counts, unused images, kept box-only ones
         if self.num_images_unused:
