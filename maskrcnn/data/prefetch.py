@@ -2,9 +2,11 @@
 
 :class:`DevicePrefetcher` wraps a loader of ``(images, targets, infos)`` batches. On a CUDA
 device it copies each batch with ``non_blocking=True`` on a side stream while the current step
-runs on the default stream; the loader should pin its memory (``pin_memory=True``, as
-:func:`maskrcnn.data.build.build_train_loader` does for a CUDA model), otherwise the copies of
-pageable memory are synchronous. On any other device it is a pass-through: the loader's own
+runs on the default stream, every tensor of the targets included (``BoxList.to`` and
+``InstanceMasks.to`` pass ``non_blocking`` on); the loader should pin its memory
+(``pin_memory=True``, as :func:`maskrcnn.data.build.build_train_loader` does for a CUDA model:
+the images, and the targets through ``BoxList.pin_memory``), otherwise the copies of pageable
+memory are synchronous. On any other device it is a pass-through: the loader's own
 batches, in order, untouched.
 """
 from __future__ import annotations

@@ -113,6 +113,17 @@ class BoxList:
                   for k, v in self.extra_fields.items()}
         return self._copy_with(self.bbox.to(device, non_blocking=non_blocking), self.size, fields)
 
+    def pin_memory(self) -> "BoxList":
+        """A copy in page-locked host memory: the boxes and every field that has
+        ``pin_memory()`` (tensors, :class:`InstanceMasks`); other fields are shared.
+
+        A DataLoader with ``pin_memory=True`` calls it on each target, so that the
+        ``to(cuda, non_blocking=True)`` of :class:`maskrcnn.data.prefetch.DevicePrefetcher`
+        is asynchronous for the targets too. Pinning needs a CUDA driver (torch raises without).
+        """
+        fields = {k: (v.pin_memory() if _pinnable(v) else v) for k, v in self.extra_fields.items()}
+        return self._copy_with(self.bbox.pin_memory(), self.size, fields)
+
     def __getitem__(self, item: Any) -> "BoxList":
         if isinstance(item, int):
             item = torch.tensor([item])  # keep the dimension; negative ints count from the end
@@ -138,6 +149,10 @@ def _geometric(value: Any, method: str) -> bool:
     """Fields that follow the image geometry (masks); plain tensors (scores, labels,
     predicted M x M masks) are carried unchanged."""
     return hasattr(value, method) and not isinstance(value, torch.Tensor)
+
+
+def _pinnable(value: Any) -> bool:
+    return callable(getattr(value, "pin_memory", None)) and not isinstance(value, type)
 
 
 def boxlist_iou(a: BoxList, b: BoxList) -> torch.Tensor:

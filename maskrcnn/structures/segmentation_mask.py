@@ -11,7 +11,8 @@ sampled directly at the ``M x M`` cell centres of each proposal box, for the
 whole batch at once on the device of the boxes
 (:func:`maskrcnn.structures.mask_targets.mask_targets`;
 :meth:`InstanceMasks.crop_and_resize` for one image). ``to(device)`` moves the
-polygon points; the part tables and the RLEs stay on the host.
+polygon points; the part tables and the RLEs stay on the host. ``pin_memory()`` (called by a
+pinning DataLoader) pins every tensor, so that ``to(cuda, non_blocking=True)`` is asynchronous.
 """
 from __future__ import annotations
 
@@ -108,6 +109,15 @@ class InstanceMasks:
     def to(self, device: Any, non_blocking: bool = False) -> "InstanceMasks":
         """The polygon points on ``device`` (the part tables and RLEs stay on the host)."""
         return self._new(self.points.to(device, non_blocking=non_blocking), self.size, self.affine)
+
+    def pin_memory(self) -> "InstanceMasks":
+        """A copy whose tensors (the polygon points ``(P, 2)`` and the part tables) are in
+        page-locked host memory; the COCO RLE dicts, Python data decoded on the host, are shared.
+        Pinning needs a CUDA driver (torch raises without)."""
+        out = InstanceMasks.__new__(InstanceMasks)
+        out._init(self.points.pin_memory(), self.part_ptr.pin_memory(), self.part_owner.pin_memory(),
+                  self.rles, self.size, self.affine)
+        return out
 
     def __getitem__(self, item: Any) -> "InstanceMasks":
         n = len(self)

@@ -1,5 +1,6 @@
 """DevicePrefetcher: on the CPU a pass-through of the loader; on CUDA the same batches, in order,
-on the GPU (the copy of the next batch overlapping the current step); pinned loaders on CUDA."""
+on the GPU (the copy of the next batch overlapping the current step); pinned loaders on CUDA,
+targets pinned too (``BoxList.pin_memory``), every tensor copied with ``non_blocking``."""
 import json
 import shutil
 
@@ -80,14 +81,42 @@ def test_to_device_moves_every_tensor_and_keeps_the_rest():
     assert images[0].device.type == "cpu"  # the originals are untouched
 
 
+def _record_copies(monkeypatch, device_type):
+    """Every ``Tensor.to`` towards ``device_type`` from now on, as ``(non_blocking, source pinned)``."""
+    calls = []
+    original = torch.Tensor.to
+
+    def recording_to(self, *args, **kwargs):
+        if args and isinstance(args[0], (str, torch.device)) and torch.device(args[0]).type == device_type:
+            calls.append((kwargs.get("non_blocking", False), self.is_pinned()))
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(torch.Tensor, "to", recording_to)
+    return calls
+
+
+def test_to_device_copies_every_tensor_non_blocking(monkeypatch):
+    """The prefetcher's copy, ``to_device(batch, device, non_blocking=True)``, hands
+    ``non_blocking`` down to every tensor: the images and the targets' boxes, labels and
+    polygon points (through ``BoxList.to`` and ``InstanceMasks.to``)."""
+    images, targets, infos = _batches(1)[0]
+    calls = _record_copies(monkeypatch, "meta")
+    to_device((images, targets, infos), torch.device("meta"), non_blocking=True)
+    assert len(calls) == len(images) + 3 * len(targets)
+    assert all(non_blocking for non_blocking, _ in calls)
+
+
 @requires_cuda
-def test_cuda_same_batches_in_order_on_the_gpu(loader):
+def test_cuda_same_batches_in_order_on_the_gpu(loader, monkeypatch):
     cfg, _ = loader
     cfg = cfg.clone()
     cfg.MODEL.DEVICE = "cuda"
     data = build_train_loader(cfg)
     assert data.pin_memory
     expected = list(data)
+    for _, targets, _ in expected:  # the loader pinned the targets too, not only the images
+        assert all(t.bbox.is_pinned() and t.get_field("labels").is_pinned()
+                   and t.get_field("masks").points.is_pinned() for t in targets)
+    calls = _record_copies(monkeypatch, "cuda")
     got = []
     for batch in DevicePrefetcher(data, "cuda"):
         images, targets, _ = batch
@@ -98,3 +127,5 @@ def test_cuda_same_batches_in_order_on_the_gpu(loader):
     for a, b in zip(got, expected):
         _same_batch(a, b)
     json.dumps([b[2] for b in got])  # infos stay plain data
+    # Images, boxes, labels, points of 5 batches of 2: all copied asynchronously from pinned memory.
+    assert len(calls) >= 5 * 2 * 4 and all(non_blocking and pinned for non_blocking, pinned in calls)

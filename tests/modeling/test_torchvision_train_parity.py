@@ -132,11 +132,11 @@ def pair():
     return tv, ours.train(), {src: dst for src, dst, _ in report.mapped}, cfg
 
 
-Pair = Callable[[Callable[[], Any], Callable[[], Any]], Tuple[Any, Any]]
+SideBySide = Callable[[Callable[[], Any], Callable[[], Any]], Tuple[Any, Any]]
 
 
 @pytest.fixture(scope="module")
-def side_by_side() -> Iterator[Pair]:
+def side_by_side() -> Iterator[SideBySide]:
     """``run(f, g) -> (f(), g())`` with ``f`` and ``g`` in two threads of one intra-op thread each.
 
     Nearly all of this file's time is the two models' float64 convolutions, which do not depend
@@ -171,7 +171,7 @@ def _our_losses(ours, dtype):
     return ours.loss(smooth_images(SIZES, seed=5), ours_t)
 
 
-def _losses(tv, ours, dtype, run: Pair):
+def _losses(tv, ours, dtype, run: SideBySide):
     """(torchvision's losses, ours), computed side by side."""
     return run(lambda: _tv_losses(tv, dtype), lambda: _our_losses(ours, dtype))
 
@@ -197,7 +197,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
 
-def test_losses_match_in_float32(pair, side_by_side):
+def test_losses_match_in_float32(side_by_side, pair):
     tv, ours, _, _ = pair
     theirs, mine = _losses(tv, ours, torch.float32, side_by_side)
     assert set(theirs) == set(mine) == set(LOSSES)
@@ -206,7 +206,7 @@ def test_losses_match_in_float32(pair, side_by_side):
         assert _loss_gap(mine, theirs, name) <= 1e-6, (name, float(mine[name].detach()), float(theirs[name].detach()))
 
 
-def test_gradients_and_five_sgd_steps_match_in_float64(pair, side_by_side):
+def test_gradients_and_five_sgd_steps_match_in_float64(side_by_side, pair):
     tv32, ours32, names, cfg = pair
     tv, ours = copy.deepcopy(tv32).double(), copy.deepcopy(ours32).double()
     tv.transform.resize = lambda image, target=None: (image, target)
@@ -217,6 +217,7 @@ def test_gradients_and_five_sgd_steps_match_in_float64(pair, side_by_side):
     pairs = [(n, p, mine_params[names[n]]) for n, p in tv.named_parameters()]
     assert all(p.requires_grad == q.requires_grad for _, p, q in pairs)
     trainable = [(n, p, q) for n, p, q in pairs if p.requires_grad]
+    assert len(trainable) == 84  # layer2 to the heads
     assert len(trainable) == len(list(ours.parameters())) - sum(not q.requires_grad for q in ours.parameters())
     assert any(n.startswith("backbone.body.layer2") for n, _, _ in trainable)
     assert not any(n.startswith("backbone.body.layer1") for n, _, _ in trainable)  # frozen like torchvision's
