@@ -84,3 +84,18 @@ def square_target(size, boxes, labels):
 @pytest.fixture
 def cfg_tiny():
     return tiny_cfg()
+
+
+def write_box_images(img_dir, boxes_per_image, height, width):
+    """One grey ``{image id}.png`` of ``height x width`` per entry of ``boxes_per_image``
+    (image id -> ``[(category id, (x, y, w, h)), ...]``), each box filled red for category 3
+    and blue otherwise."""
+    import numpy as np
+    from PIL import Image
+
+    os.makedirs(img_dir, exist_ok=True)
+    for img_id, objects in boxes_per_image.items():
+        pixels = np.full((height, width, 3), 100, np.uint8)
+        for cat, (x, y, w, h) in objects:
+            pixels[y:y + h, x:x + w] = (230, 40, 40) if cat == 3 else (40, 40, 230)
+        Image.fromarray(pixels).save(os.path.join(img_dir, f"{img_id}.png"))

@@ -7,12 +7,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import write_tiny_config
+from conftest import write_box_images, write_tiny_config
 from maskrcnn.data.datasets.check import check_dataset, parse_annotation
 from maskrcnn.data.datasets.coco import COCODataset, MissingMasksError
 from maskrcnn.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
@@ -56,12 +54,7 @@ def _coco(segmented_images):
 def files(tmp_path_factory):
     base = tmp_path_factory.mktemp("boxonly")
     img_dir = base / "images"
-    img_dir.mkdir()
-    for img_id, objects in OBJECTS.items():
-        pixels = np.full((H, W, 3), 100, np.uint8)
-        for cat, (x, y, w, h) in objects:
-            pixels[y:y + h, x:x + w] = (230, 40, 40) if cat == 3 else (40, 40, 230)
-        Image.fromarray(pixels).save(img_dir / f"{img_id}.png")
+    write_box_images(img_dir, OBJECTS, H, W)
     out = {"img_dir": str(img_dir), "base": base}
     for name, segmented in (("box_only", ()), ("mixed", (1, 2))):
         out[name] = str(base / f"{name}.json")

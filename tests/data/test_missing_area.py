@@ -12,12 +12,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from conftest import write_tiny_config
+from conftest import write_box_images, write_tiny_config
 from maskrcnn.data.datasets.check import check_dataset, fill_missing_fields
 from maskrcnn.data.datasets.coco import COCODataset, DatasetError, load_coco_json
 from maskrcnn.evaluation import evaluate_coco
@@ -77,12 +76,7 @@ def _coco(with_masks=True):
 def files(tmp_path_factory):
     base = tmp_path_factory.mktemp("noarea")
     img_dir = base / "images"
-    img_dir.mkdir()
-    for img_id, objects in OBJECTS.items():
-        pixels = np.full((H, W, 3), 100, np.uint8)
-        for cat, (x, y, w, h), _ in objects:
-            pixels[y:y + h, x:x + w] = (230, 40, 40) if cat == 3 else (40, 40, 230)
-        Image.fromarray(pixels).save(img_dir / f"{img_id}.png")
+    write_box_images(img_dir, {i: [(cat, box) for cat, box, _ in objs] for i, objs in OBJECTS.items()}, H, W)
     out = {"img_dir": str(img_dir)}
     for name, with_masks in (("segmented", True), ("box_only", False)):
         out[name] = str(base / f"{name}.json")
