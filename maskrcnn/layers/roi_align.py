@@ -56,30 +56,35 @@ def _grid_backward(grad: torch.Tensor, feature: torch.Tensor, rois: torch.Tensor
         return torch.zeros_like(feature)
     ys, xs = _sample_points(rois.to(feature.dtype), pooled, scale, ratio, aligned)
     sh, sw = ys.shape[1], xs.shape[1]
-    # Samples torchvision reads as zero (farther than one pixel outside) get no gradient.
+    # Each bin's gradient is spread evenly over its ratio x ratio samples; samples torchvision
+    # reads as zero (farther than one pixel outside the map) get none.
     valid = ((ys >= -1.0) & (ys <= height))[:, :, None] & ((xs >= -1.0) & (xs <= width))[:, None, :]
-    weight = valid[:, None].to(grad.dtype) / (ratio * ratio)
-    g = grad.repeat_interleave(ratio, 2).repeat_interleave(ratio, 3) * weight
+    weight = valid.to(grad.dtype) / (ratio * ratio)  # (R, SH, SW)
     # align_corners=True maps -1..1 to pixel 0..size-1; "border" padding then clamps to the map,
     # which is torchvision's clamp of samples within one pixel outside it.
     gy = ys * (2.0 / max(height - 1, 1)) - 1.0
     gx = xs * (2.0 / max(width - 1, 1)) - 1.0
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)  # (R, SH, SW, 2)
     # One batch of N images, each with its rois stacked along the height (padded to the largest
-    # count with zero gradient), so that ATen spreads the images over its threads.
+    # count with zero gradient), so that ATen spreads the images over its threads. The sample
+    # gradients are written straight into that layout, one sample offset of the bins at a time,
+    # so that no (R, C, SH, SW) temporary besides the batch itself is made.
     image = rois[:, 0].to(torch.int64)
     order = torch.argsort(image, stable=True)
     image = image[order]
     counts = torch.bincount(image, minlength=n)
     most = int(counts.max())
     slot = torch.arange(len(image), device=image.device) - (torch.cumsum(counts, 0) - counts)[image]
-    grid_b = grid.new_zeros((n, most, sh, sw, 2))
-    grid_b[image, slot] = grid[order]
-    grad_b = g.new_zeros((n, most, c, sh, sw))
-    grad_b[image, slot] = g[order]
-    grad_b = grad_b.permute(0, 2, 1, 3, 4).reshape(n, c, most * sh, sw)
+    grid_b = gy.new_zeros((n, most, sh, sw, 2))
+    grid_b[image, slot] = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)[order]
+    grad_b = grad.new_zeros((n, c, most, sh, sw))
+    by_roi = grad_b.permute(0, 2, 1, 3, 4)  # (N, most, C, SH, SW) view
+    grad, weight = grad[order], weight[order]
+    for dy in range(ratio):
+        for dx in range(ratio):
+            by_roi[image, slot, :, dy::ratio, dx::ratio] = grad * weight[:, None, dy::ratio, dx::ratio]
     grad_input, _ = torch.ops.aten.grid_sampler_2d_backward(
-        grad_b, feature, grid_b.reshape(n, most * sh, sw, 2), 0, 1, True, [True, False])
+        grad_b.view(n, c, most * sh, sw), feature, grid_b.view(n, most * sh, sw, 2), 0, 1, True,
+        [True, False])
     return grad_input
 
 
