@@ -129,8 +129,7 @@ def roi_align(feature: torch.Tensor, rois: torch.Tensor, output_size: Tuple[int,
             and feature.requires_grad):
         return tv_roi_align(feature, rois, output_size, spatial_scale, sampling_ratio, aligned)
     dtype = feature.dtype
-    if dtype not in (torch.float32, torch.float64):  # autocast: torchvision pools in float32
-        return _ROIAlignCPU.apply(feature.float(), rois.float(), tuple(output_size), float(spatial_scale),
-                                  int(sampling_ratio), bool(aligned)).to(dtype)
-    return _ROIAlignCPU.apply(feature, rois.to(dtype), tuple(output_size), float(spatial_scale),
-                              int(sampling_ratio), bool(aligned))
+    work = feature if dtype in (torch.float32, torch.float64) else feature.float()  # autocast: float32
+    out = _ROIAlignCPU.apply(work, rois.to(work.dtype), tuple(output_size), float(spatial_scale),
+                             int(sampling_ratio), bool(aligned))
+    return out.to(dtype)
