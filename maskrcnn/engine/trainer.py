@@ -124,6 +124,7 @@ class Trainer:
         self.amp_dtype = amp_dtype
         self.grad_scaler = grad_scaler
         self.scaler_skipped = False
+        self.grad_norm: Optional[torch.Tensor] = None  # total gradient norm before clipping (when clipping is on)
         self.loss_scale = self._next_scale = 1.0
         self.hooks: List[HookBase] = []
         self.iter = self.start_iter = self.max_iter = 0
@@ -215,8 +216,11 @@ class Trainer:
         self.scaler_skipped = False
         if not self.skip_update:
             self.optimizer.zero_grad(set_to_none=True)
+            self.grad_norm = None
             self._backward_and_update(total)
             self.meters.update(loss=reduced_total, **reduced)
+            if self.grad_norm is not None:
+                self.meters.update(grad_norm=self.grad_norm)
         self.scheduler.step()
 
     def _autocast(self) -> ContextManager:
@@ -228,7 +232,8 @@ class Trainer:
     def _clip(self) -> None:
         if self.clip_grad_norm:
             params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+            # the norm before clipping, logged as ``grad_norm``: how far above MAX_NORM the spikes go
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
 
     def _backward_and_update(self, total: torch.Tensor) -> None:
         """Backward, clipping and the optimizer step; with a scaler, on the scaled loss.

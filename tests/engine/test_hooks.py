@@ -212,3 +212,34 @@ def test_metrics_writer_logs_the_step_lr_and_published_scalars(tmp_path, caplog)
     skips = {e.step: e.value for e in acc.Scalars("train/nonfinite_skips")}
     assert skips == {2: 0, 3: 1, 4: 1, 5: 1}  # written at the skip too, not only every period
     assert math.isfinite(acc.Scalars("train/loss")[-1].value)
+
+
+class GradNorms(HookBase):
+    """The logged ``grad_norm`` and the norm of the gradients the step applied."""
+
+    def before_train(self):
+        self.rows = []
+
+    def after_step(self):
+        t = self.trainer
+        applied = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad)
+                                                        for p in t.model.parameters()]))
+        logged = t.meters.grad_norm.latest if "grad_norm" in t.meters.meters else None
+        self.rows.append((logged, applied.item()))
+
+
+@pytest.mark.parametrize("clip", [None, 1e9, 0.01])
+def test_grad_norm_is_logged_before_clipping_when_clipping_is_on(clip):
+    trainer = _trainer(Regression(), n=4, clip=clip)
+    record = GradNorms()
+    trainer.register_hooks([record])
+    trainer.train(0, 4)
+    assert len(record.rows) == 4
+    if clip is None:
+        assert all(logged is None for logged, _ in record.rows)
+        return
+    for logged, applied in record.rows:
+        if clip == 1e9:  # nothing clipped: the logged norm is the applied gradients' norm
+            assert logged == pytest.approx(applied, rel=1e-6)
+        else:  # clipped to 0.01: the log shows how far above the limit the gradient was
+            assert applied == pytest.approx(clip, rel=1e-4) and logged > 10 * clip
