@@ -211,3 +211,20 @@ def test_mask_rcnn_trains_and_evaluates_a_file_without_area_and_iscrowd(files, t
     metrics = json.loads((tmp_path / "out" / "inference" / "s" / "metrics.json").read_text())
     assert set(metrics) == {"bbox", "segm"}
     assert metrics["bbox"]["AP"] is not None and metrics["segm"]["AP"] is not None
+
+
+@pytest.mark.parametrize("crowd", ["yes", "0", 2, -1, 0.5, float("nan"), [0]])
+def test_an_iscrowd_other_than_0_or_1_is_an_error(files, tmp_path, crowd):
+    data = _coco()
+    data["annotations"][3]["iscrowd"] = crowd
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError) as info:
+        COCODataset(str(path), files["img_dir"], "bad")
+    msg = str(info.value)
+    assert (f"invalid iscrowd: annotation id 4 (image id 2, {os.path.join(files['img_dir'], '2.png')}): "
+            f"iscrowd {crowd!r} is not 0 or 1") in msg
+    for fine in (0, 1, 0.0, False, True):  # pycocotools reads each with int()
+        data["annotations"][3]["iscrowd"] = fine
+        path.write_text(json.dumps(data))
+        assert check_dataset(str(path), files["img_dir"], "fine").report.errors == [], fine

@@ -53,7 +53,8 @@ Classification:
   (w * h); one without ``iscrowd`` gets 0, as detectron2 does when it converts a dataset for
   COCO evaluation (pycocotools' ``COCOeval`` reads both of every ground-truth annotation). It
   is done in memory, by :func:`fill_missing_fields` on the index that training and evaluation
-  share, never in the file. An ``area`` that is not a number >= 0 is an error.
+  share, never in the file. An ``area`` that is not a number >= 0 is an error, and so is an
+  ``iscrowd`` other than 0 or 1.
 * images without usable annotations are counted in the summary line (training leaves them
   out, see ``COCODataset(filter_empty=True)``).
 * converted (information): 16-bit, CMYK, palette, grayscale, alpha and EXIF-oriented
@@ -273,7 +274,8 @@ def _missing(ann: Dict[str, Any], key: str) -> bool:
 
 def _check_coco_fields(ann: Dict[str, Any], img: Dict[str, Any], report: DatasetReport) -> None:
     """Count the ``area`` / ``iscrowd`` that :func:`fill_missing_fields` fills in; an area that
-    is not a finite number >= 0 is an error (pycocotools compares it with the area ranges)."""
+    is not a finite number >= 0 is an error (pycocotools compares it with the area ranges), and so
+    is an ``iscrowd`` other than 0 or 1 (pycocotools' evaluation takes ``int(iscrowd)``)."""
     for key in ("area", "iscrowd"):
         if _missing(ann, key):
             report.add_filled(key)
@@ -282,6 +284,10 @@ def _check_coco_fields(ann: Dict[str, Any], img: Dict[str, Any], report: Dataset
         report.add(ERROR, "invalid area", os.path.join(report.img_dir, img["file_name"]), img["id"], ann["id"],
                    f"area {area!r} is not a number >= 0 (pixels); fix it, or remove the key to have it "
                    "computed from the segmentation (or the box)")
+    crowd = ann.get("iscrowd")
+    if crowd is not None and not (isinstance(crowd, bool) or (_is_number(crowd) and crowd in (0, 1))):
+        report.add(ERROR, "invalid iscrowd", os.path.join(report.img_dir, img["file_name"]), img["id"], ann["id"],
+                   f"iscrowd {crowd!r} is not 0 or 1; fix it, or remove the key to have it set to 0")
 
 
 def fill_missing_fields(data: Dict[str, Any]) -> Dict[str, Any]:
