@@ -173,15 +173,21 @@ def test_cocoeval_scores_perfect_predictions_100(files, caplog):
     assert evaluate_coco(box_only, worse)["bbox"]["AP"] < 100.0
 
 
-@pytest.mark.parametrize("area", ["900", -1, -0.5, float("nan"), float("inf"), True, [900]])
-def test_an_area_that_is_not_a_number_at_least_0_is_an_error(files, tmp_path, area):
+def _refused(files, tmp_path, key, value):
+    """Annotation 4 given ``key: value``, written to a file; loading it must fail.
+    Returns the data, the file and the error message."""
     data = _coco()
-    data["annotations"][3]["area"] = area
+    data["annotations"][3][key] = value
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))
     with pytest.raises(DatasetError) as info:
         COCODataset(str(path), files["img_dir"], "bad")
-    msg = str(info.value)
+    return data, path, str(info.value)
+
+
+@pytest.mark.parametrize("area", ["900", -1, -0.5, float("nan"), float("inf"), True, [900]])
+def test_an_area_that_is_not_a_number_at_least_0_is_an_error(files, tmp_path, area):
+    data, path, msg = _refused(files, tmp_path, "area", area)
     assert f"dataset 'bad' has 1 problem to fix before it can be used (annotations: {path}" in msg
     assert (f"invalid area: annotation id 4 (image id 2, {os.path.join(files['img_dir'], '2.png')}): "
             f"area {area!r} is not a number >= 0") in msg
@@ -215,13 +221,7 @@ def test_mask_rcnn_trains_and_evaluates_a_file_without_area_and_iscrowd(files, t
 
 @pytest.mark.parametrize("crowd", ["yes", "0", 2, -1, 0.5, float("nan"), [0]])
 def test_an_iscrowd_other_than_0_or_1_is_an_error(files, tmp_path, crowd):
-    data = _coco()
-    data["annotations"][3]["iscrowd"] = crowd
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(data))
-    with pytest.raises(DatasetError) as info:
-        COCODataset(str(path), files["img_dir"], "bad")
-    msg = str(info.value)
+    data, path, msg = _refused(files, tmp_path, "iscrowd", crowd)
     assert (f"invalid iscrowd: annotation id 4 (image id 2, {os.path.join(files['img_dir'], '2.png')}): "
             f"iscrowd {crowd!r} is not 0 or 1") in msg
     for fine in (0, 1, 0.0, False, True):  # pycocotools reads each with int()
