@@ -124,7 +124,9 @@ class Trainer:
         self.amp_dtype = amp_dtype
         self.grad_scaler = grad_scaler
         self.scaler_skipped = False
-        self.grad_norm: Optional[torch.Tensor] = None  # total gradient norm before clipping (when clipping is on)
+        # total gradient norm before clipping (when clipping is on), logged as ``grad_norm``; reading it
+        # back is a second wait for the device per step, after the loss check (its cost on a GPU is unmeasured)
+        self.grad_norm: Optional[torch.Tensor] = None
         self.loss_scale = self._next_scale = 1.0
         self.hooks: List[HookBase] = []
         self.iter = self.start_iter = self.max_iter = 0
