@@ -124,9 +124,6 @@ class Trainer:
         self.amp_dtype = amp_dtype
         self.grad_scaler = grad_scaler
         self.scaler_skipped = False
-        # total gradient norm before clipping (when clipping is on), logged as ``grad_norm``; reading it
-        # back is a second wait for the device per step, after the loss check (its cost on a GPU is unmeasured)
-        self.grad_norm: Optional[torch.Tensor] = None
         self.loss_scale = self._next_scale = 1.0
         self.hooks: List[HookBase] = []
         self.iter = self.start_iter = self.max_iter = 0
@@ -218,11 +215,11 @@ class Trainer:
         self.scaler_skipped = False
         if not self.skip_update:
             self.optimizer.zero_grad(set_to_none=True)
-            self.grad_norm = None
-            self._backward_and_update(total)
+            grad_norm = self._backward_and_update(total)
             self.meters.update(loss=reduced_total, **reduced)
-            if self.grad_norm is not None:
-                self.meters.update(grad_norm=self.grad_norm)
+            if grad_norm is not None and not self.scaler_skipped:  # a skipped step's norm is inf / nan
+                # reading it back is a second wait for the device per step, after the loss check
+                self.meters.update(grad_norm=grad_norm)
         self.scheduler.step()
 
     def _autocast(self) -> ContextManager:
@@ -231,14 +228,16 @@ class Trainer:
         device = next(self.model.parameters()).device.type
         return torch.autocast(device_type=device, dtype=self.amp_dtype)
 
-    def _clip(self) -> None:
-        if self.clip_grad_norm:
-            params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-            # the norm before clipping, logged as ``grad_norm``: how far above MAX_NORM the spikes go
-            self.grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+    def _clip(self) -> Optional[torch.Tensor]:
+        """Clip the gradients when clipping is on; their total norm before clipping, else None."""
+        if not self.clip_grad_norm:
+            return None
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        return torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
 
-    def _backward_and_update(self, total: torch.Tensor) -> None:
-        """Backward, clipping and the optimizer step; with a scaler, on the scaled loss.
+    def _backward_and_update(self, total: torch.Tensor) -> Optional[torch.Tensor]:
+        """Backward, clipping and the optimizer step; with a scaler, on the scaled loss. Returns the
+        gradient norm before clipping (logged as ``grad_norm``), or None when clipping is off.
 
         The scaler skips the optimizer step when the gradients are not finite and then lowers
         its scale: a lower scale after ``update`` is how a skipped step is recognised (reading
@@ -247,16 +246,17 @@ class Trainer:
         scaler = self.grad_scaler
         if scaler is None:
             total.backward()
-            self._clip()
+            grad_norm = self._clip()
             self.optimizer.step()
-            return
+            return grad_norm
         self.loss_scale = self._next_scale
         scaler.scale(total).backward()
         if self.clip_grad_norm:
             scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-        self._clip()
+        grad_norm = self._clip()
         scaler.step(self.optimizer)
         scaler.update()
         self._next_scale = scaler.get_scale()
         self.scaler_skipped = self._next_scale < self.loss_scale
         self.scalars["loss_scale"] = self._next_scale
+        return grad_norm

@@ -5,6 +5,7 @@ Stated tolerance of bfloat16 against float32 (one training step's losses, same w
 batch): relative 2e-2 plus absolute 1e-3 per loss; measured on the tiny detector over three
 initialisations: at most 3.5e-3 relative.
 """
+import math
 import os
 import shutil
 
@@ -251,3 +252,14 @@ def test_bf16_inference_keeps_95_percent_of_float32_ap(shapes_model):
         ref, low = aps[0][iou_type]["AP"], aps[1][iou_type]["AP"]
         assert ref >= 5, aps  # the model has learnt something to lose
         assert low >= 0.95 * ref, (iou_type, aps)
+
+
+def test_grad_norm_is_logged_only_for_the_steps_the_scaler_applied():
+    """A skipped step's gradient norm is inf: it would turn the logged average into inf for the
+    rest of the run, so only the applied steps' norms are logged."""
+    model = _Toy(poison={1, 2})
+    trainer, _ = _toy_trainer(model, 5, init_scale=2.0 ** 16)
+    trainer.clip_grad_norm = 1e9
+    trainer.train(0, 5)
+    norm = trainer.meters.grad_norm
+    assert norm.count == 3 and math.isfinite(norm.global_avg), (norm.count, norm.global_avg)
