@@ -32,6 +32,27 @@ __all__ = ["Checkpointer", "LAST_CHECKPOINT_FILE"]
 LAST_CHECKPOINT_FILE = "last_checkpoint"
 
 
+def _optimizer_kind(param_groups: Any) -> str:
+    """"AdamW" or "SGD", told by the hyperparameters of saved or live ``param_groups``."""
+    keys = {k for g in param_groups or [] if isinstance(g, dict) for k in g}
+    return "AdamW" if "betas" in keys else "SGD" if "momentum" in keys else "unknown"
+
+
+def _check_optimizer_kind(optimizer: torch.optim.Optimizer, state: dict[str, Any], path: str) -> None:
+    """Refuses to resume an optimizer state saved by the other ``SOLVER.OPTIMIZER``.
+
+    torch would load SGD's state into AdamW (or the reverse) without a word and fail at the
+    first step; the run stops here instead, before anything is loaded.
+    """
+    saved, now = _optimizer_kind(state.get("param_groups")), _optimizer_kind(optimizer.param_groups)
+    if saved != now and "unknown" not in (saved, now):
+        raise CheckpointError(
+            f"{path} holds an {saved} optimizer state, but this run's SOLVER.OPTIMIZER is {now}. "
+            f"To continue that run, resume with SOLVER.OPTIMIZER {saved}; to train on from its weights "
+            f"with {now}, start a new run (another OUTPUT_DIR, no --resume) with MODEL.WEIGHT {path}: "
+            "the optimizer, schedule and iteration then start afresh")
+
+
 class Checkpointer:
     """Saves and restores model, optimizer, scheduler and extra state.
 
@@ -151,6 +172,8 @@ class Checkpointer:
         return self._apply(read_checkpoint(path), path)
 
     def _apply(self, data: dict[str, Any], path: str) -> dict[str, Any]:
+        if self.optimizer is not None and isinstance(data.get("optimizer"), dict):
+            _check_optimizer_kind(self.optimizer, data["optimizer"], path)
         load_model_state(self.model, data.pop("model"), self.logger)
         if "optimizer" in data:
             state = data.pop("optimizer")

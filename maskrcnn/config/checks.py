@@ -18,7 +18,7 @@ import re
 from typing import Any, Callable, Dict, Tuple
 
 from .cfgnode import CfgNode, ConfigError
-from .defaults import UNSUPPORTED_VALUES
+from .defaults import _C, UNSUPPORTED_VALUES
 
 __all__ = ["CHOICES", "RANGES", "check_supported", "get_key"]
 
@@ -32,6 +32,7 @@ CHOICES: Dict[str, Tuple[Tuple[Any, ...], str]] = {
     "MODEL.ROI_MASK_HEAD.PASTE_RULE": (("center", "torchvision"), "see maskrcnn/layers/mask_ops.py"),
     "MODEL.ROI_MASK_HEAD.TARGET_RULE": (("center", "torchvision"), "see maskrcnn/modeling/roi_heads/mask_head/loss.py"),
     "MODEL.RPN.LOSS_NORMALIZATION": (("sampled", "batch_size"), "see maskrcnn/modeling/rpn/loss.py"),
+    "SOLVER.OPTIMIZER": (("SGD", "AdamW"), "SGD with SOLVER.MOMENTUM, or AdamW with SOLVER.BETAS"),
     "SOLVER.LR_SCHEDULER": (("WarmupMultiStepLR", "WarmupCosineLR"), "multi-step decay at SOLVER.STEPS, or cosine to MAX_ITER"),
     "SOLVER.WARMUP_METHOD": (("linear", "constant"), "how the LR rises during SOLVER.WARMUP_ITERS"),
     "SOLVER.AMP.DTYPE": (("float16", "bfloat16"), "float16 with a gradient scaler (CUDA only), or bfloat16"),
@@ -58,6 +59,7 @@ RANGES: Dict[str, Tuple[Callable[[float], bool], str]] = {
     "SOLVER.BASE_LR": _POSITIVE,
     "SOLVER.BIAS_LR_FACTOR": _NON_NEGATIVE,
     "SOLVER.MOMENTUM": _interval(0, 1, high_open=True),
+    "SOLVER.BETAS": _interval(0, 1, high_open=True),
     "SOLVER.WEIGHT_DECAY": _NON_NEGATIVE,
     "SOLVER.WEIGHT_DECAY_BIAS": _NON_NEGATIVE,
     "SOLVER.WEIGHT_DECAY_NORM": _NON_NEGATIVE,
@@ -159,10 +161,23 @@ def _check_ranges(cfg: CfgNode) -> None:
                 raise ConfigError(f"{key} = {value!r} is out of range: set it to a value in {interval}")
 
 
+def _check_optimizer_keys(s: CfgNode) -> None:
+    """SOLVER.MOMENTUM is SGD's and SOLVER.BETAS AdamW's: the other optimizer's key, changed from
+    its default, would be ignored, so it is refused."""
+    if len(s.BETAS) != 2:
+        raise ConfigError(f"SOLVER.BETAS = {tuple(s.BETAS)!r} must be two numbers (beta1, beta2), e.g. (0.9, 0.999)")
+    unused = {"SGD": ("BETAS", "MOMENTUM"), "AdamW": ("MOMENTUM", "BETAS")}[s.OPTIMIZER]
+    if not _same(s[unused[0]], _C.SOLVER[unused[0]]):
+        raise ConfigError(f"SOLVER.{unused[0]} = {s[unused[0]]!r} is not used by SOLVER.OPTIMIZER "
+                          f"{s.OPTIMIZER!r} (its counterpart is SOLVER.{unused[1]}): remove SOLVER.{unused[0]}, "
+                          f"or set SOLVER.OPTIMIZER to the optimizer it is for")
+
+
 def _check_consistency(cfg: CfgNode) -> None:
     s = cfg.SOLVER
     if list(s.STEPS) != sorted(s.STEPS):
         raise ConfigError(f"SOLVER.STEPS must be increasing, got {tuple(s.STEPS)}")
+    _check_optimizer_keys(s)
     for kind in ("RPN", "ROI_HEADS"):
         node = cfg.MODEL[kind]
         if node.BG_IOU_THRESHOLD > node.FG_IOU_THRESHOLD:

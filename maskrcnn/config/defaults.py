@@ -157,11 +157,12 @@ _C.MODEL.ROI_MASK_HEAD.TARGET_RULE = "center"  # training targets: "center" bina
 
 # ---------------------------------------------------------------------------- solver
 _C.SOLVER = CN()
-_C.SOLVER.OPTIMIZER = "SGD"  # only SGD (momentum) for now
+_C.SOLVER.OPTIMIZER = "SGD"  # "SGD" (with MOMENTUM) or "AdamW" (with BETAS; weight decay decoupled from the gradient)
 _C.SOLVER.MAX_ITER = 40000  # total iterations
 _C.SOLVER.BASE_LR = 0.001  # learning rate for IMS_PER_BATCH images (scale it linearly)
 _C.SOLVER.BIAS_LR_FACTOR = 2  # biases get BASE_LR * this
-_C.SOLVER.MOMENTUM = 0.9  # SGD momentum
+_C.SOLVER.MOMENTUM = 0.9  # SGD momentum (SGD only)
+_C.SOLVER.BETAS = (0.9, 0.999)  # AdamW's (beta1, beta2) (AdamW only)
 _C.SOLVER.WEIGHT_DECAY = 0.0005  # L2 on weights
 _C.SOLVER.WEIGHT_DECAY_BIAS = 0.0  # L2 on biases
 _C.SOLVER.WEIGHT_DECAY_NORM = 0.0  # L2 on normalisation layers' affine parameters
@@ -250,7 +251,6 @@ UNSUPPORTED_VALUES = {
     "INPUT.CONTRAST": ((0.0,), _NO_JITTER),
     "INPUT.SATURATION": ((0.0,), _NO_JITTER),
     "INPUT.HUE": ((0.0,), _NO_JITTER),
-    "SOLVER.OPTIMIZER": (("SGD",), "SGD with momentum is the only optimizer; remove the key"),
     "PATHS_CATALOG": (("",), "remove the key and name your datasets with DATASETS.CATALOG.<name>.ANN_FILE "
                              "and .IMG_DIR (README: Training on your own COCO-format data)"),
     "DTYPE": (("float32",), "the weights stay float32; for mixed precision training use SOLVER.AMP.ENABLED True "

@@ -44,12 +44,16 @@ class DivergenceError(TrainingStoppedError, FloatingPointError):
     """Raised when the loss diverges while staying finite; nothing of that step was applied."""
 
 
-def lr_advice(base_lr: float, ims_per_batch: int, warmup_iters: int) -> str:
-    """What to try when the loss blows up: the LR, scaled with the batch, and the warmup."""
-    suggested = 0.02 * ims_per_batch / 16
+def lr_advice(base_lr: float, ims_per_batch: int, warmup_iters: int, optimizer: str = "SGD") -> str:
+    """What to try when the loss blows up: the LR (for SGD, scaled with the batch) and the warmup."""
+    if optimizer == "AdamW":
+        usual = ("AdamW's usual LRs are about 1e-4 to 1e-3, and they are not scaled linearly with the "
+                 "batch size")
+    else:
+        usual = (f"the COCO recipe uses 0.02 for 16 images, i.e. about {0.02 * ims_per_batch / 16:g} for "
+                 f"your batch: scale the LR linearly with the batch size")
     return (f"This usually means the learning rate is too high: SOLVER.BASE_LR is {base_lr:g} for "
-            f"SOLVER.IMS_PER_BATCH {ims_per_batch} (the COCO recipe uses 0.02 for 16 images, i.e. "
-            f"about {suggested:g} for your batch: scale the LR linearly with the batch size). Try a "
+            f"SOLVER.IMS_PER_BATCH {ims_per_batch} with SOLVER.OPTIMIZER {optimizer} ({usual}). Try a "
             f"lower SOLVER.BASE_LR, a longer SOLVER.WARMUP_ITERS (now {warmup_iters})")
 
 
@@ -75,14 +79,15 @@ class NonFiniteGuard(HookBase):
 
     Args:
         max_skips: ``SOLVER.MAX_NONFINITE_SKIPS``; 0 stops at the first non-finite loss.
-        base_lr, ims_per_batch, warmup_iters: the solver settings the advice names.
+        base_lr, ims_per_batch, warmup_iters, optimizer: the solver settings the advice names.
     """
 
     SCALER_FLOOR = 1.0
 
-    def __init__(self, max_skips: int, *, base_lr: float, ims_per_batch: int, warmup_iters: int) -> None:
+    def __init__(self, max_skips: int, *, base_lr: float, ims_per_batch: int, warmup_iters: int,
+                 optimizer: str = "SGD") -> None:
         self.max_skips = int(max_skips)
-        self.advice = (base_lr, ims_per_batch, warmup_iters)
+        self.advice = (base_lr, ims_per_batch, warmup_iters, optimizer)
         self.skips = 0
 
     def before_train(self) -> None:
@@ -144,25 +149,26 @@ class DivergenceGuard(HookBase):
     The reference is the median of the first ``reference_iters`` finite losses of the run; from
     the second iteration on, each loss is compared with the median of those seen so far (a
     loss that explodes within a few iterations is caught too). It works whether or not the
-    gradients are clipped: clipping bounds each step, not the divergence. Non-finite losses are
+    gradients are clipped: clipping bounds each SGD step (not an AdamW one, whose size follows the
+    LR), not the divergence. Non-finite losses are
     left to :class:`NonFiniteGuard`. The reference is saved in checkpoints
     (``divergence_reference``).
 
     Args:
         factor: ``SOLVER.DIVERGENCE.FACTOR``.
         reference_iters: ``SOLVER.DIVERGENCE.REFERENCE_ITERS``.
-        base_lr, ims_per_batch, warmup_iters: the solver settings the advice names.
+        base_lr, ims_per_batch, warmup_iters, optimizer: the solver settings the advice names.
         clip_grad_norm: the clipping norm, or None; named in the message.
     """
 
     def __init__(self, factor: float, reference_iters: int, *, base_lr: float, ims_per_batch: int,
-                 warmup_iters: int, clip_grad_norm: Optional[float] = None) -> None:
+                 warmup_iters: int, optimizer: str = "SGD", clip_grad_norm: Optional[float] = None) -> None:
         if factor <= 1 or reference_iters < 1:
             raise ValueError(f"SOLVER.DIVERGENCE.FACTOR must be > 1 and REFERENCE_ITERS >= 1, got "
                              f"{factor} and {reference_iters}")
         self.factor = float(factor)
         self.reference_iters = int(reference_iters)
-        self.advice = (base_lr, ims_per_batch, warmup_iters)
+        self.advice = (base_lr, ims_per_batch, warmup_iters, optimizer)
         self.clip_grad_norm = clip_grad_norm
         self.reference: List[float] = []
 
@@ -179,8 +185,10 @@ class DivergenceGuard(HookBase):
 
     def _message(self, loss: float, median: float) -> str:
         t = self.trainer
+        bounds = ("with AdamW it does not bound the step, whose size follows the LR" if self.advice[3] == "AdamW"
+                  else "it bounds each step, not the divergence")
         clip = (f" Gradient clipping is on (SOLVER.CLIP_GRADIENTS.MAX_NORM {self.clip_grad_norm:g}): "
-                "it bounds each step, not the divergence." if self.clip_grad_norm else "")
+                f"{bounds}." if self.clip_grad_norm else "")
         return (f"The loss diverges at iteration {t.iter}: {loss:.6g} is more than "
                 f"SOLVER.DIVERGENCE.FACTOR {self.factor:g} times {median:.6g}, the median loss of "
                 f"the first {len(self.reference)} iteration(s) ({_values(t.losses)}). Training "

@@ -109,7 +109,8 @@ def build_hooks(cfg: CfgNode, checkpointer: Optional[Checkpointer], loader, cate
     ``eval_fn``, when given).
     """
     s = cfg.SOLVER
-    advice = dict(base_lr=s.BASE_LR, ims_per_batch=s.IMS_PER_BATCH, warmup_iters=s.WARMUP_ITERS)
+    advice = dict(base_lr=s.BASE_LR, ims_per_batch=s.IMS_PER_BATCH, warmup_iters=s.WARMUP_ITERS,
+                  optimizer=s.OPTIMIZER)
     divergence = (DivergenceGuard(s.DIVERGENCE.FACTOR, s.DIVERGENCE.REFERENCE_ITERS,
                                   clip_grad_norm=_clip_norm(cfg), **advice)
                   if s.DIVERGENCE.ENABLED else None)
@@ -159,12 +160,12 @@ def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
     categories = dataset_categories(dataset)
     run_cfg = resolve_num_classes(with_seed(cfg, seed), len(categories),
                                   getattr(dataset, "name", "the training set"))
-    _write_config(run_cfg)
     model = build_model(run_cfg)
     optimizer = make_optimizer(run_cfg, model)
     scheduler = make_lr_scheduler(run_cfg, optimizer)
     checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, save_to_disk=is_main_process())
     extra = checkpointer.resume_or_load(cfg.MODEL.WEIGHT, resume=resume)
+    _write_config(run_cfg)  # after the checkpoint or weights loaded: a refused one leaves the folder as it was
     start_iter, max_iter = int(extra.get("iteration", 0)), cfg.SOLVER.MAX_ITER
     if start_iter >= max_iter:
         logger.info("Checkpoint is at iteration %d >= SOLVER.MAX_ITER %d: nothing to train", start_iter, max_iter)

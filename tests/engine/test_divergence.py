@@ -48,7 +48,9 @@ def test_huge_lr_with_clipping_stops_before_the_step_with_advice(data_dir, tmp_p
     iteration, loss, median = int(found.group(1)), float(found.group(2)), float(found.group(3))
     assert loss > 10 * median and 1 < median < 10  # a detector's usual first loss
     for advice in ("Training stopped before this step was applied", "Gradient clipping is on",
-                   "SOLVER.BASE_LR is 50", "scale the LR linearly",
+                   "SOLVER.BASE_LR is 50", f"SOLVER.OPTIMIZER {saved['OPTIMIZER']}",
+                   "not scaled linearly" if saved["OPTIMIZER"] == "AdamW" else "scale the LR linearly",
+                   "does not bound the step" if saved["OPTIMIZER"] == "AdamW" else "it bounds each step",
                    f"SOLVER.WARMUP_ITERS (now {saved['WARMUP_ITERS']})"):
         assert advice in err, advice
     # Nothing after the last good iteration was applied or saved.
