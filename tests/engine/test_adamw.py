@@ -102,3 +102,44 @@ def test_the_lr_advice_of_a_diverging_run_fits_the_optimizer():
     assert "SOLVER.OPTIMIZER SGD" in sgd and "about 0.0025 for your batch" in sgd
     assert "SOLVER.OPTIMIZER AdamW" in adamw and "not scaled linearly" in adamw and "0.0025" not in adamw
     assert all("SOLVER.WARMUP_ITERS (now 300)" in a for a in (sgd, adamw))
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "AdamW"])
+def test_fused_where_torch_has_it_and_the_same_steps_as_the_per_tensor_optimizer(optimizer):
+    """On the CPU the fused implementation is used, and 3 steps of it match torch's per-tensor
+    optimizer with the same groups."""
+    cfg = load_cfg(opts=["SOLVER.OPTIMIZER", optimizer, "SOLVER.BASE_LR", "0.01", "SOLVER.WEIGHT_DECAY", "0.01"])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    twin = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    start = [p.detach().clone() for p in model.parameters()]
+    fused = make_optimizer(cfg, model)
+    assert fused.defaults["fused"] is True
+    index = {id(p): i for i, p in enumerate(model.parameters())}
+    groups = [{k: v for k, v in g.items() if k in ("lr", "weight_decay", "betas", "momentum")}
+              | {"params": [twin[index[id(p)]] for p in g["params"]]} for g in fused.param_groups]
+    reference = (torch.optim.AdamW if optimizer == "AdamW" else torch.optim.SGD)(groups, foreach=False)
+    for step in range(3):
+        g = torch.Generator().manual_seed(step)
+        for p, q in zip(model.parameters(), twin):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        fused.step()
+        reference.step()
+    for p, q, p0 in zip(model.parameters(), twin, start):
+        assert not torch.equal(p, p0)  # the steps moved every parameter
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_without_fused_kernels_for_the_device_the_per_tensor_optimizer_is_used(monkeypatch, caplog):
+    class NoFused(torch.optim.SGD):  # what torch raises for parameters of such a device
+        def __init__(self, params, fused=None, **kw):
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors "
+                                   "of supported devices")
+            super().__init__(params, **kw)
+    monkeypatch.setattr(torch.optim, "SGD", NoFused)
+    with caplog.at_level("INFO", logger="maskrcnn"):
+        opt = make_optimizer(load_cfg(), nn.Linear(2, 2))
+    assert type(opt) is NoFused and not opt.defaults["fused"]
+    assert "no fused implementation" in caplog.text
