@@ -150,9 +150,8 @@ class DivergenceGuard(HookBase):
     the second iteration on, each loss is compared with the median of those seen so far (a
     loss that explodes within a few iterations is caught too). It works whether or not the
     gradients are clipped: clipping bounds each SGD step (not an AdamW one, whose size follows the
-    LR), not the divergence. Non-finite losses are
-    left to :class:`NonFiniteGuard`. The reference is saved in checkpoints
-    (``divergence_reference``).
+    LR), not the divergence. Non-finite losses are left to :class:`NonFiniteGuard`. The reference
+    is saved in checkpoints (``divergence_reference``).
 
     Args:
         factor: ``SOLVER.DIVERGENCE.FACTOR``.
@@ -185,7 +184,8 @@ class DivergenceGuard(HookBase):
 
     def _message(self, loss: float, median: float) -> str:
         t = self.trainer
-        bounds = ("with AdamW it does not bound the step, whose size follows the LR" if self.advice[3] == "AdamW"
+        optimizer = self.advice[-1]
+        bounds = ("with AdamW it does not bound the step, whose size follows the LR" if optimizer == "AdamW"
                   else "it bounds each step, not the divergence")
         clip = (f" Gradient clipping is on (SOLVER.CLIP_GRADIENTS.MAX_NORM {self.clip_grad_norm:g}): "
                 f"{bounds}." if self.clip_grad_norm else "")
