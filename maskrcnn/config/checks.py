@@ -26,6 +26,9 @@ RESNET_DEPTHS = (18, 26, 34, 50, 101, 152)
 
 # key -> (allowed values, what they mean)
 CHOICES: Dict[str, Tuple[Tuple[Any, ...], str]] = {
+    "MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR": (("FPN2MLPFeatureExtractor", "FPNXconv1fcFeatureExtractor"),
+                                             "two fc layers of MLP_HEAD_DIM, or NUM_STACKED_CONVS 3x3 convs of "
+                                             "CONV_HEAD_DIM and one fc (the GroupNorm recipes' 4conv1fc head)"),
     "MODEL.RESNETS.NORM": (("FrozenBN", "BN", "GN"), "FrozenBN for pretrained weights, BN or GN to train from scratch"),
     "INPUT.RESIZE_MODE": (("antialias", "torchvision", "pil"), "see the comment in maskrcnn/config/defaults.py"),
     "DATASETS.CHECK": (("annotations", "header", "full"), "how much of each dataset is checked when it is built"),
@@ -110,6 +113,12 @@ RANGES: Dict[str, Tuple[Callable[[float], bool], str]] = {
     "MODEL.ROI_HEADS.NMS": _IOU,
     "MODEL.ROI_HEADS.DETECTIONS_PER_IMG": _AT_LEAST_1,
     "MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD": _interval(0.5, 1),
+    "MODEL.ROI_MASK_HEAD.CONV_LAYERS": _AT_LEAST_1,
+    "MODEL.ROI_MASK_HEAD.DILATION": _AT_LEAST_1,
+    "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM": _AT_LEAST_1,
+    "MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS": _AT_LEAST_1,
+    "MODEL.ROI_BOX_HEAD.CONV_HEAD_DIM": _AT_LEAST_1,
+    "MODEL.ROI_BOX_HEAD.DILATION": _AT_LEAST_1,
     "DIST_TIMEOUT_S": _POSITIVE,
 }
 
@@ -173,11 +182,27 @@ def _check_optimizer_keys(s: CfgNode) -> None:
                           f"or set SOLVER.OPTIMIZER to the optimizer it is for")
 
 
+_CONV_HEAD_KEYS = ("NUM_STACKED_CONVS", "CONV_HEAD_DIM", "DILATION")
+
+
+def _check_box_head_keys(b: CfgNode) -> None:
+    """The conv keys of the box head belong to FPNXconv1fcFeatureExtractor: changed from their
+    defaults with the two-fc head they would be ignored, so they are refused."""
+    if b.FEATURE_EXTRACTOR == "FPNXconv1fcFeatureExtractor":
+        return
+    for key in _CONV_HEAD_KEYS:
+        if not _same(b[key], _C.MODEL.ROI_BOX_HEAD[key]):
+            raise ConfigError(f"MODEL.ROI_BOX_HEAD.{key} = {b[key]!r} is only used by the conv-fc box head, but "
+                              f"MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR is {b.FEATURE_EXTRACTOR!r} (two fc layers): "
+                              f"remove {key}, or set FEATURE_EXTRACTOR FPNXconv1fcFeatureExtractor")
+
+
 def _check_consistency(cfg: CfgNode) -> None:
     s = cfg.SOLVER
     if list(s.STEPS) != sorted(s.STEPS):
         raise ConfigError(f"SOLVER.STEPS must be increasing, got {tuple(s.STEPS)}")
     _check_optimizer_keys(s)
+    _check_box_head_keys(cfg.MODEL.ROI_BOX_HEAD)
     for kind in ("RPN", "ROI_HEADS"):
         node = cfg.MODEL[kind]
         if node.BG_IOU_THRESHOLD > node.FG_IOU_THRESHOLD:

@@ -125,15 +125,18 @@ _C.MODEL.ROI_HEADS.NMS = 0.5  # per-class NMS IoU
 _C.MODEL.ROI_HEADS.DETECTIONS_PER_IMG = 100  # detections kept per image
 
 _C.MODEL.ROI_BOX_HEAD = CN()
-_C.MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR = "FPN2MLPFeatureExtractor"  # the only one (another name is an error)
+_C.MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR = "FPN2MLPFeatureExtractor"  # two fc layers, or "FPNXconv1fcFeatureExtractor": NUM_STACKED_CONVS 3x3 convs + one fc
 _C.MODEL.ROI_BOX_HEAD.PREDICTOR = "FPNPredictor"  # the only one (another name is an error)
 _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7  # ROIAlign output size
 _C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 2  # ROIAlign samples per bin side (0: adaptive)
 _C.MODEL.ROI_BOX_HEAD.POOLER_SCALES = (0.25, 0.125, 0.0625, 0.03125)  # scales of P2..P5
 _C.MODEL.ROI_BOX_HEAD.POOLER_ALIGNED = False  # ROIAlign half-pixel alignment (False: torchvision/mrcnn-benchmark)
-_C.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM = 1024  # width of the two fc layers
+_C.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM = 1024  # width of the fc layers (fc6, fc7; fc6 alone after the convs)
+_C.MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS = 4  # convs of FPNXconv1fcFeatureExtractor (that extractor only)
+_C.MODEL.ROI_BOX_HEAD.CONV_HEAD_DIM = 256  # their channels (FPNXconv1fcFeatureExtractor only)
+_C.MODEL.ROI_BOX_HEAD.DILATION = 1  # their dilation (FPNXconv1fcFeatureExtractor only)
 _C.MODEL.ROI_BOX_HEAD.NUM_CLASSES = 0  # INCLUDING background; 0 = categories of the training set + 1
-_C.MODEL.ROI_BOX_HEAD.USE_GN = False  # accepted, must stay False
+_C.MODEL.ROI_BOX_HEAD.USE_GN = False  # GroupNorm (MODEL.GROUP_NORM) after each conv of FPNXconv1fc, or each fc of FPN2MLP
 _C.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 1.0  # beta of the box regression loss
 _C.MODEL.ROI_BOX_HEAD.LOSS_WEIGHT = 1.0  # multiplies both box head losses
 
@@ -151,7 +154,7 @@ _C.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR = False  # accepted, must sta
 _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS = False  # accepted, must stay False: evaluation and the Predictor always paste masks
 _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD = 0.5  # probability threshold of a pasted mask
 _C.MODEL.ROI_MASK_HEAD.PASTE_RULE = "center"  # "center" (detectron2's grid_sample rule) or "torchvision" (see layers/mask_ops.py)
-_C.MODEL.ROI_MASK_HEAD.USE_GN = False  # accepted, must stay False
+_C.MODEL.ROI_MASK_HEAD.USE_GN = False  # GroupNorm (MODEL.GROUP_NORM) after each conv of the mask head
 _C.MODEL.ROI_MASK_HEAD.LOSS_WEIGHT = 1.0  # multiplies the mask loss
 _C.MODEL.ROI_MASK_HEAD.TARGET_RULE = "center"  # training targets: "center" binary, instance at each cell centre (maskrcnn-benchmark); "torchvision" soft, roi_align of the GT bitmap
 
@@ -229,15 +232,11 @@ UNSUPPORTED_VALUES = {
                                  "the blocks' norm is MODEL.RESNETS.NORM (FrozenBN, BN or GN); set that instead"),
     "MODEL.RESNETS.STEM_FUNC": (("StemWithFixedBatchNorm", "StemWithGN"),
                                 "the stem's norm is MODEL.RESNETS.NORM (FrozenBN, BN or GN); set that instead"),
-    "MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR": (("FPN2MLPFeatureExtractor",), "the box head is two fc layers of "
-                                             "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM; remove the key"),
     "MODEL.ROI_BOX_HEAD.PREDICTOR": (("FPNPredictor",), "it is the only box predictor; remove the key"),
-    "MODEL.ROI_BOX_HEAD.USE_GN": ((False,), "GroupNorm in the box head is not implemented; remove the key"),
     "MODEL.ROI_MASK_HEAD.FEATURE_EXTRACTOR": (("MaskRCNNFPNFeatureExtractor",), "the mask head is the convolutions "
                                               "of MODEL.ROI_MASK_HEAD.CONV_LAYERS and DILATION; remove the key"),
     "MODEL.ROI_MASK_HEAD.PREDICTOR": (("MaskRCNNC4Predictor",), "it is the only mask predictor (a transposed conv "
                                       "and a 1x1 conv per class); remove the key"),
-    "MODEL.ROI_MASK_HEAD.USE_GN": ((False,), "GroupNorm in the mask head is not implemented; remove the key"),
     "MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR": ((False,), "the mask head has its own features; remove the key"),
     "MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS": ((False,), "masks are always pasted into the image by evaluation and "
                                               "the Predictor, per MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD "

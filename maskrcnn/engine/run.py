@@ -40,6 +40,28 @@ def _rpn_only_skip(cfg: CfgNode) -> bool:
     return bool(cfg.MODEL.RPN_ONLY)
 
 
+def warn_random_init(cfg: CfgNode) -> List[str]:
+    """Warns (and returns the warnings) when a run starts without weights (``MODEL.WEIGHT`` "", no
+    resume) in a way that cannot train from scratch: the stem and first stages frozen at their
+    random values (``MODEL.BACKBONE.FREEZE_CONV_BODY_AT`` > 0), or a frozen BatchNorm, which only
+    has the identity to offer without pretrained statistics. Both are maskrcnn-benchmark's
+    defaults, made for ImageNet weights; a recipe from scratch sets 0 and GN or BN (the quickstart)."""
+    warnings = []
+    freeze, norm = cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT, cfg.MODEL.RESNETS.NORM
+    if freeze > 0:
+        stages = {1: "", 2: " and res2"}.get(freeze, f" and res2..res{freeze}")
+        warnings.append(f"MODEL.BACKBONE.FREEZE_CONV_BODY_AT is {freeze}: the stem{stages} "
+                        f"{'stays' if freeze == 1 else 'stay'} at random values (set it to 0 to train "
+                        f"{'it' if freeze == 1 else 'them'})")
+    if norm == "FrozenBN":
+        warnings.append("MODEL.RESNETS.NORM is FrozenBN, which does not learn: set GN or BN to train from scratch")
+    if warnings:
+        logger.warning("MODEL.WEIGHT is empty, so the model starts from random weights, and %s. Give "
+                       "pretrained weights (e.g. MODEL.WEIGHT torchvision://resnet50) or fix these.",
+                       "; ".join(warnings))
+    return warnings
+
+
 def _write_config(cfg: CfgNode) -> None:
     if is_main_process() and cfg.OUTPUT_DIR:
         path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
@@ -165,6 +187,8 @@ def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
     scheduler = make_lr_scheduler(run_cfg, optimizer)
     checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, save_to_disk=is_main_process())
     extra = checkpointer.resume_or_load(cfg.MODEL.WEIGHT, resume=resume)
+    if not extra and not cfg.MODEL.WEIGHT:
+        warn_random_init(cfg)
     _write_config(run_cfg)  # after the checkpoint or weights loaded: a refused one leaves the folder as it was
     start_iter, max_iter = int(extra.get("iteration", 0)), cfg.SOLVER.MAX_ITER
     if start_iter >= max_iter:

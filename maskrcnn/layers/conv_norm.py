@@ -1,4 +1,5 @@
-"""A convolution followed by its norm layer, with frozen BatchNorm folded into the convolution.
+"""Norm layers: the factory every part of the model builds them with (:func:`make_norm`), and a
+convolution followed by its norm layer with frozen BatchNorm folded into the convolution.
 
 ``FrozenBatchNorm2d`` (torchvision's, the norm of pretrained ResNets) is the affine map
 ``y = x * scale + shift`` with ``scale = weight / sqrt(running_var + eps)`` and
@@ -15,13 +16,36 @@ maskrcnn-benchmark and detectron2 load as they are.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["FrozenBatchNorm2d", "conv_norm", "frozen_bn_scale_shift"]
+__all__ = ["FrozenBatchNorm2d", "conv_norm", "frozen_bn_scale_shift", "make_norm"]
+
+
+def make_norm(kind: str, gn_groups: int = 32, gn_eps: float = 1e-5,
+              gn_dim_per_group: int = -1) -> Callable[[int], nn.Module]:
+    """Factory of norm layers: ``"FrozenBN"``, ``"BN"`` or ``"GN"``.
+
+    GN has ``gn_groups`` groups, or ``channels // gn_dim_per_group`` when that is positive
+    (maskrcnn-benchmark's ``GROUP_NORM.DIM_PER_GP``), halved until it divides the channels.
+    The ResNet, the FPN and the ROI heads build their GroupNorm layers here, from the same
+    ``MODEL.GROUP_NORM`` keys, as maskrcnn-benchmark does.
+    """
+    if kind == "FrozenBN":
+        return lambda c: FrozenBatchNorm2d(c)
+    if kind == "BN":
+        return lambda c: nn.BatchNorm2d(c)
+    if kind == "GN":
+        def gn(c: int) -> nn.Module:
+            groups = max(1, c // gn_dim_per_group) if gn_dim_per_group > 0 else gn_groups
+            while c % groups:
+                groups //= 2
+            return nn.GroupNorm(groups, c, eps=gn_eps)
+        return gn
+    raise ValueError(f"unknown norm '{kind}': use FrozenBN, BN or GN")
 
 
 def frozen_bn_scale_shift(bn: FrozenBatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

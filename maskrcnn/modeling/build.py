@@ -5,14 +5,16 @@ import logging
 import re
 
 import torch
+from torch import nn
 
+from ..layers.conv_norm import make_norm
 from .backbone import FPN, BackboneWithFPN, ResNet
 from .balanced_sampler import BalancedPositiveNegativeSampler
 from .box_coder import BoxCoder
 from .detector import GeneralizedRCNN
 from .matcher import Matcher
 from .poolers import Pooler
-from .roi_heads.box_head.head import BoxPredictor, MLPFeatureExtractor, ROIBoxHead
+from .roi_heads.box_head.head import BoxPredictor, MLPFeatureExtractor, ROIBoxHead, XConvFCFeatureExtractor
 from .roi_heads.box_head.inference import BoxPostProcessor
 from .roi_heads.box_head.proposal_sampler import ProposalSampler
 from .roi_heads.mask_head.head import MaskFeatureExtractor, MaskPredictor, ROIMaskHead
@@ -63,6 +65,23 @@ def build_rpn(cfg, in_channels: int) -> RPN:
                loss=loss)
 
 
+def _head_norm(cfg, use_gn: bool):
+    """The GroupNorm factory of a head (``MODEL.GROUP_NORM``), or None."""
+    gn = cfg.MODEL.GROUP_NORM
+    return make_norm("GN", gn.NUM_GROUPS, gn.EPSILON, gn.DIM_PER_GP) if use_gn else None
+
+
+def build_box_feature_extractor(cfg, in_channels: int) -> nn.Module:
+    """``MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR``: two fc layers, or stacked convs and one fc."""
+    b = cfg.MODEL.ROI_BOX_HEAD
+    res, norm = b.POOLER_RESOLUTION, _head_norm(cfg, b.USE_GN)
+    if b.FEATURE_EXTRACTOR == "FPNXconv1fcFeatureExtractor":
+        return XConvFCFeatureExtractor(in_channels=in_channels, resolution=res, num_convs=b.NUM_STACKED_CONVS,
+                                       conv_dim=b.CONV_HEAD_DIM, dilation=b.DILATION, hidden_dim=b.MLP_HEAD_DIM,
+                                       norm=norm)
+    return MLPFeatureExtractor(in_features=in_channels * res * res, hidden_dim=b.MLP_HEAD_DIM, norm=norm)
+
+
 def build_roi_heads(cfg, in_channels: int, num_classes: int) -> ROIHeads:
     h, b = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD
     coder = BoxCoder(h.BBOX_REG_WEIGHTS)
@@ -70,7 +89,7 @@ def build_roi_heads(cfg, in_channels: int, num_classes: int) -> ROIHeads:
     box = ROIBoxHead(
         pooler=Pooler(output_size=res, scales=b.POOLER_SCALES, sampling_ratio=b.POOLER_SAMPLING_RATIO,
                       aligned=b.POOLER_ALIGNED),
-        feature_extractor=MLPFeatureExtractor(in_features=in_channels * res * res, hidden_dim=b.MLP_HEAD_DIM),
+        feature_extractor=build_box_feature_extractor(cfg, in_channels),
         predictor=BoxPredictor(in_features=b.MLP_HEAD_DIM, num_classes=num_classes),
         proposal_sampler=ProposalSampler(
             matcher=Matcher(h.FG_IOU_THRESHOLD, h.BG_IOU_THRESHOLD),
@@ -82,7 +101,8 @@ def build_roi_heads(cfg, in_channels: int, num_classes: int) -> ROIHeads:
     mask = None
     if cfg.MODEL.MASK_ON:
         m = cfg.MODEL.ROI_MASK_HEAD
-        extractor = MaskFeatureExtractor(in_channels=in_channels, layers=m.CONV_LAYERS, dilation=m.DILATION)
+        extractor = MaskFeatureExtractor(in_channels=in_channels, layers=m.CONV_LAYERS, dilation=m.DILATION,
+                                         norm=_head_norm(cfg, m.USE_GN))
         mask = ROIMaskHead(
             pooler=Pooler(output_size=m.POOLER_RESOLUTION, scales=m.POOLER_SCALES,
                           sampling_ratio=m.POOLER_SAMPLING_RATIO, aligned=m.POOLER_ALIGNED),

@@ -66,8 +66,8 @@ def test_shipped_configs_load():
     import os
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    files = sorted(glob.glob(os.path.join(root, "configs", "*.yaml")))
-    assert len(files) >= 5
+    files = sorted(glob.glob(os.path.join(root, "configs", "**", "*.yaml"), recursive=True))
+    assert len(files) >= 8
     for f in files:
         load_cfg(f)
     r101 = load_cfg(os.path.join(root, "configs", "e2e_mask_rcnn_R_101_FPN_1x.yaml"))

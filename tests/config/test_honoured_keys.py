@@ -9,7 +9,8 @@ from conftest import tiny_cfg
 from maskrcnn.config import ConfigError, check_supported, load_cfg
 from maskrcnn.config.checks import CHOICES, RESNET_DEPTHS
 from maskrcnn.modeling import build_model
-from maskrcnn.modeling.backbone.resnet import RESNET_SPECS, make_norm
+from maskrcnn.layers.conv_norm import make_norm
+from maskrcnn.modeling.backbone.resnet import RESNET_SPECS
 from maskrcnn.modeling.box_coder import BoxCoder
 from maskrcnn.modeling.rpn.inference import ProposalSelector
 from maskrcnn.structures.bounding_box import BoxList

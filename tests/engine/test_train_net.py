@@ -64,6 +64,7 @@ def test_training_writes_checkpoints_logs_config_events_and_metrics(trained):
     log = (out / "log.txt").read_text()
     for word in ("eta:", "iter: 4", "loss_mask:", "loss_objectness:", "lr:", "max mem:", "time:", "data:"):
         assert word in log, word
+    assert "random weights" not in log  # from scratch, but nothing frozen and GN: no warning
     ckpt = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
     assert ckpt["iteration"] == 4
     assert {"model", "optimizer", "scheduler"} <= set(ckpt)
@@ -211,14 +212,30 @@ def test_test_net_and_predictor_and_demo(trained, tmp_path):
 def test_non_finite_loss_stops_with_advice(tmp_path):
     out = tmp_path / "out"
     cfg = tiny_yaml(str(tmp_path / "data"), out)
-    # A zero pixel std makes the inputs infinite: the first loss is not finite.
-    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", cfg, "INPUT.PIXEL_STD", "[0.0, 0.0, 0.0]"],
-               check=False)
+    # A zero pixel std makes the inputs infinite: the first loss is not finite. (A frozen stem
+    # without weights only adds its warning.)
+    proc = run([os.path.join(TOOLS, "train_net.py"), "--config-file", cfg, "INPUT.PIXEL_STD", "[0.0, 0.0, 0.0]",
+                "MODEL.BACKBONE.FREEZE_CONV_BODY_AT", "1"], check=False)
     assert proc.returncode != 0
     err = proc.stderr
+    log = proc.stdout + err
+    assert "starts from random weights" in log and "FREEZE_CONV_BODY_AT is 1: the stem stays at random values" in log
     assert "Non-finite loss at iteration 1" in err
     assert "loss_objectness" in err and "SOLVER.BASE_LR" in err and "WARMUP_ITERS" in err
     assert not (out / "model_final.pth").exists()
+
+
+def test_random_init_warnings_name_what_cannot_train():
+    from maskrcnn.config import get_cfg
+    from maskrcnn.engine.run import warn_random_init
+    cfg = get_cfg()  # maskrcnn-benchmark's defaults: FREEZE_CONV_BODY_AT 2, FrozenBN
+    first, second = warn_random_init(cfg)
+    assert "the stem and res2 stay at random values" in first and "FrozenBN" in second
+    cfg.merge_from_list(["MODEL.BACKBONE.FREEZE_CONV_BODY_AT", 4, "MODEL.RESNETS.NORM", "GN"])
+    assert warn_random_init(cfg) == ["MODEL.BACKBONE.FREEZE_CONV_BODY_AT is 4: the stem and res2..res4 stay at "
+                                     "random values (set it to 0 to train them)"]
+    cfg.merge_from_list(["MODEL.BACKBONE.FREEZE_CONV_BODY_AT", 0])
+    assert warn_random_init(cfg) == []
 
 
 def test_config_errors_name_the_key(tmp_path):

@@ -289,18 +289,32 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
         cfg["MODEL.RESNETS.WIDTH_PER_GROUP"] = int(conv2.shape[0]) // groups
     if "backbone.fpn.layer_blocks.0.0.weight" in state:
         cfg["MODEL.BACKBONE.OUT_CHANNELS"] = int(state["backbone.fpn.layer_blocks.0.0.weight"].shape[0])
-    fc6 = state.get("roi_heads.box.feature_extractor.fc6.weight")
+    if "backbone.fpn.layer_blocks.0.0.weight" in state:
+        cfg["MODEL.FPN.USE_GN"] = "backbone.fpn.layer_blocks.0.1.weight" in state
+    box = "roi_heads.box.feature_extractor."
+    fc6 = state.get(f"{box}fc6.weight", state.get(f"{box}fc6.0.weight"))
     if fc6 is not None:
         cfg["MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM"] = int(fc6.shape[0])
+    xconvs = sorted((int(m[1]), state[k]) for k in state
+                    if (m := re.fullmatch(rf"{re.escape(box)}xconvs\.(\d+)\.weight", k)))
+    if xconvs:  # Sequential(conv, [GN], ReLU, ...): the 4-D weights are the convs
+        convs = [w for _, w in xconvs if w.dim() == 4]
+        cfg.update({"MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR": "FPNXconv1fcFeatureExtractor",
+                    "MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS": len(convs),
+                    "MODEL.ROI_BOX_HEAD.CONV_HEAD_DIM": int(convs[0].shape[0]),
+                    "MODEL.ROI_BOX_HEAD.USE_GN": len(convs) < len(xconvs)})
+    elif fc6 is not None:
+        cfg["MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR"] = "FPN2MLPFeatureExtractor"
+        cfg["MODEL.ROI_BOX_HEAD.USE_GN"] = f"{box}fc6.1.weight" in state
     cls = state.get("roi_heads.box.predictor.cls_score.weight")
     if cls is not None:
         cfg["MODEL.ROI_BOX_HEAD.NUM_CLASSES"] = int(cls.shape[0])
-    mask_convs = [int(state[k].shape[0]) for k in sorted(
-        (k for k in state if re.fullmatch(r"roi_heads\.mask\.feature_extractor\.mask_fcn\d+\.weight", k)),
-        key=lambda k: int(re.search(r"mask_fcn(\d+)", k)[1]))]
+    mask_convs = sorted((int(m[1]), int(state[k].shape[0]), bool(m[2])) for k in state if (m := re.fullmatch(
+        r"roi_heads\.mask\.feature_extractor\.mask_fcn(\d+)\.(0\.)?weight", k)))
     if cls is not None or fc6 is not None:
         cfg["MODEL.MASK_ON"] = bool(mask_convs)
     if mask_convs:
-        cfg["MODEL.ROI_MASK_HEAD.CONV_LAYERS"] = mask_convs
+        cfg["MODEL.ROI_MASK_HEAD.CONV_LAYERS"] = [c for _, c, _ in mask_convs]
+        cfg["MODEL.ROI_MASK_HEAD.USE_GN"] = mask_convs[0][2]
     return cfg
 

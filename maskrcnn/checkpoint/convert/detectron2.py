@@ -5,7 +5,8 @@ Differences handled here:
 
 * names: ``backbone.bottom_up.{stem,res2..res5}``, ``backbone.fpn_lateral{2..5}`` /
   ``fpn_output{2..5}``, ``proposal_generator.rpn_head.{conv,objectness_logits,anchor_deltas}``,
-  ``roi_heads.box_head.{fc1,fc2}``, ``roi_heads.mask_head.{mask_fcn*,deconv,predictor}``;
+  ``roi_heads.box_head.{fc1,fc2}`` (or ``conv1..N`` + ``fc1``, the GN "4conv1fc" head),
+  ``roi_heads.mask_head.{mask_fcn*,deconv,predictor}``, head GroupNorms ``.norm``;
 * class layout: detectron2 puts background LAST in ``cls_score`` and has no background entry in
   ``bbox_pred`` (K * 4 rows) or the mask predictor (K channels); ours has background first and
   class-specific entries for it. Scores are rotated, and zero rows are added for the background
@@ -22,6 +23,7 @@ recommended config holds its keys that change what the weights compute: the inpu
 """
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -70,10 +72,14 @@ _RULES = rule_table(r"""
     proposal_generator\.rpn_head\.conv\.(weight|bias)                     rpn.head.conv.{1}
     proposal_generator\.rpn_head\.objectness_logits\.(weight|bias)        rpn.head.cls_logits.{1}
     proposal_generator\.rpn_head\.anchor_deltas\.(weight|bias)            rpn.head.bbox_pred.{1}
+    # FastRCNNConvFCHead's convs (NORM "GN": conv without bias + .norm); indexed by _conv_head_layout
+    roi_heads\.box_head\.conv(\d+)\.(weight|bias)                         roi_heads.box.feature_extractor.conv{1}.{2}
+    roi_heads\.box_head\.conv(\d+)\.norm\.(\w+)                          roi_heads.box.feature_extractor.conv{1}.norm.{2}
     roi_heads\.box_head\.fc1\.(weight|bias)                               roi_heads.box.feature_extractor.fc6.{1}
     roi_heads\.box_head\.fc2\.(weight|bias)                               roi_heads.box.feature_extractor.fc7.{1}
     roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(weight|bias)         roi_heads.box.predictor.{1}.{2}
     roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)                    roi_heads.mask.feature_extractor.mask_fcn{1}.{2}
+    roi_heads\.mask_head\.mask_fcn(\d+)\.norm\.(\w+)                     roi_heads.mask.feature_extractor.mask_fcn{1}.norm.{2}
     roi_heads\.mask_head\.deconv\.(weight|bias)                            roi_heads.mask.predictor.conv5_mask.{1}
     roi_heads\.mask_head\.predictor\.(weight|bias)                         roi_heads.mask.predictor.mask_fcn_logits.{1}
 """)
@@ -102,6 +108,36 @@ def _fix_class_layout(out: "OrderedDict[str, torch.Tensor]", report: ConversionR
                 out[name] = add_background_rows(out[name], rows, num_classes)
                 report.annotate(name, "class-agnostic, tiled per class" if agnostic and num_classes > 2
                                 else "zero entry added for background")
+
+
+_BOX_CONV = re.compile(r"roi_heads\.box\.feature_extractor\.conv(\d+)\.(norm\.)?(\w+)")
+_MASK_CONV = re.compile(r"roi_heads\.mask\.feature_extractor\.mask_fcn(\d+)\.(norm\.)?(\w+)")
+
+
+def _conv_head_layout(out: "OrderedDict[str, torch.Tensor]", report: ConversionReport) -> "OrderedDict[str, torch.Tensor]":
+    """detectron2's head convs with ``.norm`` -> our Sequential layouts (maskrcnn-benchmark's):
+    box ``conv{i}`` -> ``xconvs.{k*(i-1)}`` and its norm ``xconvs.{k*(i-1)+1}`` (k = 3 with a norm:
+    conv, GN, ReLU; 2 without), mask ``mask_fcn{i}`` -> ``mask_fcn{i}.0`` and its norm
+    ``mask_fcn{i}.1`` when the head has norms. Only GroupNorm heads exist here: a head norm with
+    running statistics (NORM "BN" / "SyncBN") is refused."""
+    bn = [k for k in out if (_BOX_CONV.fullmatch(k) or _MASK_CONV.fullmatch(k)) and k.endswith("running_var")]
+    if bn:
+        raise ValueError(f"detectron2 head with BatchNorm ('{bn[0]}'): this project's ROI heads have GroupNorm "
+                         "(MODEL.ROI_BOX_HEAD.USE_GN / ROI_MASK_HEAD.USE_GN) or no norm, not BN")
+    box_norm = any((m := _BOX_CONV.fullmatch(k)) and m[2] for k in out)
+    mask_norm = any((m := _MASK_CONV.fullmatch(k)) and m[2] for k in out)
+    renamed: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for key, value in out.items():
+        new = key
+        if (m := _BOX_CONV.fullmatch(key)) is not None:
+            step = 3 if box_norm else 2
+            new = f"roi_heads.box.feature_extractor.xconvs.{step * (int(m[1]) - 1) + (1 if m[2] else 0)}.{m[3]}"
+        elif mask_norm and (m := _MASK_CONV.fullmatch(key)) is not None:
+            new = f"roi_heads.mask.feature_extractor.mask_fcn{m[1]}.{1 if m[2] else 0}.{m[3]}"
+        if new != key:
+            report.retarget(key, new)
+        renamed[new] = value
+    return renamed
 
 
 def _input_config(state: Mapping[str, Any], arch: Dict[str, Any]) -> Dict[str, Any]:
@@ -140,7 +176,7 @@ def convert_detectron2(state: Mapping[str, Any], model_state: Optional[Mapping[s
         ``(our state dict, report)``.
     """
     report = ConversionReport(source="detectron2")
-    out = apply_rules(state, _RULES, _SKIPS, report)
+    out = _conv_head_layout(apply_rules(state, _RULES, _SKIPS, report), report)
     _fix_class_layout(out, report)
     fill_default_bn_stats(out, report, model_state)
     arch = infer_architecture(out)

@@ -83,6 +83,13 @@ class ConversionReport:
                 self.mapped[i] = (s, d, f"{old}; {note}" if old else note)
                 return
 
+    def retarget(self, dst: str, new_dst: str) -> None:
+        """Renames the destination ``dst`` of a mapping to ``new_dst`` (a second renaming pass)."""
+        for i, (s, d, note) in enumerate(self.mapped):
+            if d == dst:
+                self.mapped[i] = (s, new_dst, note)
+                return
+
     def compare_with_model(self, state: Mapping[str, Any], model_state: Mapping[str, Any]) -> None:
         """Fills ``uninitialised``, ``shape_mismatch`` and ``unused`` against a model's state dict.
 

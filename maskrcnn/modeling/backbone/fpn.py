@@ -1,12 +1,13 @@
 """Feature Pyramid Network (P2..P6) with torchvision's parameter names."""
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...layers.conv_norm import make_norm
 from .shape import ShapeSpec
 
 
@@ -17,8 +18,8 @@ class FPN(nn.Module):
         in_shapes: shapes of C2..C5.
         out_channels: channels of every pyramid level.
         norm: "" or "GN" after each conv.
-        gn_groups, gn_eps, gn_dim_per_group: GroupNorm groups (at most the channels), epsilon, and
-            channels per group (used instead of ``gn_groups`` when positive).
+        gn_groups, gn_eps, gn_dim_per_group: GroupNorm groups, epsilon, and channels per group
+            (used instead of ``gn_groups`` when positive); see :func:`~maskrcnn.layers.conv_norm.make_norm`.
     """
 
     def __init__(self, *, in_shapes: Sequence[ShapeSpec], out_channels: int = 256, norm: str = "",
@@ -26,27 +27,23 @@ class FPN(nn.Module):
         super().__init__()
         self.inner_blocks = nn.ModuleList()
         self.layer_blocks = nn.ModuleList()
-        gn = (gn_groups, gn_eps, gn_dim_per_group)
+        gn = make_norm("GN", gn_groups, gn_eps, gn_dim_per_group) if norm == "GN" else None
+        if norm not in ("", "GN"):
+            raise ValueError(f"FPN norm '{norm}' unknown: use '' or 'GN'")
         for shape in in_shapes:
-            self.inner_blocks.append(self._conv(shape.channels, out_channels, 1, norm, gn))
-            self.layer_blocks.append(self._conv(out_channels, out_channels, 3, norm, gn))
+            self.inner_blocks.append(self._conv(shape.channels, out_channels, 1, gn))
+            self.layer_blocks.append(self._conv(out_channels, out_channels, 3, gn))
         strides = [s.stride for s in in_shapes]
         self.out_shapes = [ShapeSpec(out_channels, s) for s in strides] + [
             ShapeSpec(out_channels, strides[-1] * 2)]
 
     @staticmethod
-    def _conv(cin: int, cout: int, k: int, norm: str, gn: tuple) -> nn.Sequential:
-        conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=not norm)
+    def _conv(cin: int, cout: int, k: int, gn: Optional[Callable[[int], nn.Module]]) -> nn.Sequential:
+        conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=gn is None)
         nn.init.kaiming_uniform_(conv.weight, a=1)
         if conv.bias is not None:
             nn.init.zeros_(conv.bias)
-        if norm == "GN":
-            groups, eps, dim_per_group = gn
-            groups = max(1, cout // dim_per_group) if dim_per_group > 0 else min(groups, cout)
-            return nn.Sequential(conv, nn.GroupNorm(groups, cout, eps=eps))
-        if norm:
-            raise ValueError(f"FPN norm '{norm}' unknown: use '' or 'GN'")
-        return nn.Sequential(conv)
+        return nn.Sequential(conv) if gn is None else nn.Sequential(conv, gn(cout))
 
     def forward(self, feats: List[torch.Tensor]) -> List[torch.Tensor]:
         last = self.inner_blocks[-1](feats[-1])

@@ -10,7 +10,7 @@ from typing import Callable, List
 import torch
 from torch import nn
 
-from ...layers.conv_norm import FrozenBatchNorm2d, conv_norm
+from ...layers.conv_norm import FrozenBatchNorm2d, conv_norm, make_norm
 from .shape import ShapeSpec
 
 # depth -> (block kind, blocks per stage)
@@ -22,27 +22,6 @@ RESNET_SPECS = {
     101: ("bottleneck", (3, 4, 23, 3)),
     152: ("bottleneck", (3, 8, 36, 3)),
 }
-
-
-def make_norm(kind: str, gn_groups: int = 32, gn_eps: float = 1e-5,
-              gn_dim_per_group: int = -1) -> Callable[[int], nn.Module]:
-    """Factory of norm layers: ``"FrozenBN"``, ``"BN"`` or ``"GN"``.
-
-    GN has ``gn_groups`` groups, or ``channels // gn_dim_per_group`` when that is positive
-    (maskrcnn-benchmark's ``GROUP_NORM.DIM_PER_GP``), halved until it divides the channels.
-    """
-    if kind == "FrozenBN":
-        return lambda c: FrozenBatchNorm2d(c)
-    if kind == "BN":
-        return lambda c: nn.BatchNorm2d(c)
-    if kind == "GN":
-        def gn(c: int) -> nn.Module:
-            groups = max(1, c // gn_dim_per_group) if gn_dim_per_group > 0 else gn_groups
-            while c % groups:
-                groups //= 2
-            return nn.GroupNorm(groups, c, eps=gn_eps)
-        return gn
-    raise ValueError(f"unknown norm '{kind}': use FrozenBN, BN or GN")
 
 
 class BasicBlock(nn.Module):

@@ -6,7 +6,7 @@ detection (:mod:`.inference`).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,22 +19,29 @@ from .loss import mask_head_losses
 
 
 class MaskFeatureExtractor(nn.Module):
-    """Stacked 3x3 conv + ReLU layers named ``mask_fcn1..n``.
+    """Stacked 3x3 conv [-> norm] -> ReLU layers named ``mask_fcn1..n``.
+
+    With a norm (GroupNorm, ``MODEL.ROI_MASK_HEAD.USE_GN``) each ``mask_fcnI`` is
+    ``Sequential(conv without bias, norm)``, maskrcnn-benchmark's layout (``mask_fcn1.0.weight``,
+    ``mask_fcn1.1.weight``), so its GN checkpoints load as they are.
 
     Args:
         in_channels: channels of the pooled features.
         layers: output channels of each conv.
         dilation: of the convs.
+        norm: norm layer factory after each conv; None: none.
     """
 
-    def __init__(self, *, in_channels: int, layers: Sequence[int], dilation: int = 1) -> None:
+    def __init__(self, *, in_channels: int, layers: Sequence[int], dilation: int = 1,
+                 norm: Optional[Callable[[int], nn.Module]] = None) -> None:
         super().__init__()
         self.names = []
         for i, c in enumerate(layers, 1):
-            conv = nn.Conv2d(in_channels, c, 3, padding=dilation, dilation=dilation)
+            conv = nn.Conv2d(in_channels, c, 3, padding=dilation, dilation=dilation, bias=norm is None)
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
-            self.add_module(f"mask_fcn{i}", conv)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+            self.add_module(f"mask_fcn{i}", conv if norm is None else nn.Sequential(conv, norm(c)))
             self.names.append(f"mask_fcn{i}")
             in_channels = c
         self.out_channels = in_channels
