@@ -19,10 +19,16 @@ def _batch():
     return images, targets
 
 
-def _pair(norm):
+GN_HEADS = ["MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR", "FPNXconv1fcFeatureExtractor", "MODEL.ROI_BOX_HEAD.USE_GN", True,
+            "MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS", 2, "MODEL.ROI_BOX_HEAD.CONV_HEAD_DIM", 16,
+            "MODEL.ROI_MASK_HEAD.USE_GN", True]
+
+
+def _pair(norm, heads=()):
     models = []
     for channels_last in (False, True):
         cfg = tiny_cfg()
+        cfg.merge_from_list(list(heads))
         cfg.MODEL.RESNETS.NORM = norm
         cfg.MODEL.CHANNELS_LAST = channels_last
         torch.manual_seed(0)
@@ -34,9 +40,10 @@ def _close(a, b, rtol=1e-4, atol=1e-5):
     torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("norm, grad_rtol", [("GN", 1e-5), ("FrozenBN", 1e-3)])
-def test_same_losses_gradients_and_detections(norm, grad_rtol):
-    plain, nhwc = _pair(norm)
+@pytest.mark.parametrize("norm, grad_rtol, heads", [("GN", 1e-5, ()), ("FrozenBN", 1e-3, ()),
+                                                    ("GN", 1e-5, GN_HEADS)], ids=["GN", "FrozenBN", "GN-heads"])
+def test_same_losses_gradients_and_detections(norm, grad_rtol, heads):
+    plain, nhwc = _pair(norm, heads)
     convs = [m for m in nhwc.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     assert convs and all(m.weight.is_contiguous(memory_format=CL) for m in convs)
     assert not plain.backbone.body.conv1.weight.is_contiguous(memory_format=CL)
