@@ -30,6 +30,10 @@ TINY_MODEL = {
     "ROI_BOX_HEAD": {"MLP_HEAD_DIM": 64},
     "ROI_MASK_HEAD": {"CONV_LAYERS": [32, 32]},
 }
+# Overrides of the tiny model for GroupNorm ROI heads and a 2-conv conv-fc box head.
+GN_HEADS = ["MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR", "FPNXconv1fcFeatureExtractor", "MODEL.ROI_BOX_HEAD.USE_GN", True,
+            "MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS", 2, "MODEL.ROI_BOX_HEAD.CONV_HEAD_DIM", 16,
+            "MODEL.ROI_MASK_HEAD.USE_GN", True]
 TINY_PIXELS = {"TO_BGR255": False, "PIXEL_MEAN": [0.5, 0.5, 0.5], "PIXEL_STD": [0.25, 0.25, 0.25]}
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import square_target, tiny_cfg
+from conftest import GN_HEADS, square_target, tiny_cfg
 from maskrcnn.config import ConfigError
 from maskrcnn.data.datasets.shapes import ensure_shapes_dataset
 from maskrcnn.engine import run
@@ -75,13 +75,16 @@ def test_autocast_covers_backbone_and_heads_while_boxes_and_losses_stay_float32(
         assert {d.bbox.dtype, d.get_field("scores").dtype, d.get_field("mask").dtype} == {torch.float32}
 
 
-def test_bf16_losses_within_the_stated_tolerance_of_float32():
+@pytest.mark.parametrize("heads", [(), GN_HEADS], ids=["default-heads", "GN-heads"])
+def test_bf16_losses_within_the_stated_tolerance_of_float32(heads):
     images, targets = _batch()
     for seed in range(3):
         losses = []
         for amp in (False, True):
             torch.manual_seed(seed)
-            model = build_model(tiny_cfg())
+            cfg = tiny_cfg()
+            cfg.merge_from_list(list(heads))
+            model = build_model(cfg)
             torch.manual_seed(100)  # the same anchors and proposals sampled
             with torch.autocast("cpu", dtype=BF16, enabled=amp):
                 losses.append({k: v.detach() for k, v in model.loss(images, targets).items()})

@@ -4,7 +4,7 @@ changes), and its convolutions really run channels-last."""
 import pytest
 import torch
 
-from conftest import square_target, tiny_cfg
+from conftest import GN_HEADS, square_target, tiny_cfg
 from maskrcnn.modeling import build_model
 
 CL = torch.channels_last
@@ -17,11 +17,6 @@ def _batch():
     targets = [square_target(sizes[0], [[10, 10, 50, 60], [40, 20, 90, 80]], [1, 2]),
                square_target(sizes[1], [[5, 30, 70, 100]], [3])]
     return images, targets
-
-
-GN_HEADS = ["MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR", "FPNXconv1fcFeatureExtractor", "MODEL.ROI_BOX_HEAD.USE_GN", True,
-            "MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS", 2, "MODEL.ROI_BOX_HEAD.CONV_HEAD_DIM", 16,
-            "MODEL.ROI_MASK_HEAD.USE_GN", True]
 
 
 def _pair(norm, heads=()):

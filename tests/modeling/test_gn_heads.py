@@ -219,21 +219,3 @@ def test_gn_heads_train_and_predict():
         out = model(images)
     assert len(out) == 2 and all(o.has_field("scores") for o in out)
 
-
-def test_gn_heads_bf16_losses_within_the_amp_tolerance_of_float32():
-    """The tolerance of tests/engine/test_amp.py: GroupNorm runs in float32 under autocast."""
-    images = [torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)),
-              torch.randint(0, 256, (3, 120, 80), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))]
-    targets = [square_target((96, 128), [[10, 10, 50, 60], [60, 20, 120, 90]], [1, 2]),
-               square_target((120, 80), [[5, 30, 70, 110]], [3])]
-    for seed in range(2):
-        losses = []
-        for amp in (False, True):
-            torch.manual_seed(seed)
-            model = build_model(gn_cfg())
-            torch.manual_seed(100)  # the same anchors and proposals sampled
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                losses.append({k: v.detach() for k, v in model.loss(images, targets).items()})
-        assert all(v.dtype == torch.float32 for v in losses[1].values())
-        for k, v in losses[0].items():
-            torch.testing.assert_close(losses[1][k], v, rtol=2e-2, atol=1e-3)
