@@ -133,7 +133,7 @@ class Predictor:
             raise ConfigError(f"{weights} does not record its categories: set "
                              "MODEL.ROI_BOX_HEAD.NUM_CLASSES (background included) in opts")
         model = build_model(cfg)
-        Checkpointer(model, save_to_disk=False).load(weights, model_only=True)
+        Checkpointer(model, save_to_disk=False, cfg=cfg).load(weights, model_only=True)
         m = cfg.MODEL.ROI_MASK_HEAD
         return cls(model, transform=build_test_transform(cfg), paste_rule=m.PASTE_RULE,
                    mask_threshold=m.POSTPROCESS_MASKS_THRESHOLD, categories=categories)

@@ -5,7 +5,8 @@
     -> model_final-1a2b3c4d.pth  (first 8 hex digits of the file's sha256)
 
 Kept: the model tensors (``"model"``) and, when present, the dataset ``"categories"``
-(a few bytes, needed to name the predicted classes). Dropped: optimizer, scheduler,
+(a few bytes, needed to name the predicted classes) and the ``"recommended_config"`` (the
+input convention the weights were trained with, checked when they are loaded). Dropped: optimizer, scheduler,
 iteration, RNG states and data position. ``--half`` stores floating-point tensors as
 float16 (half the size; they are cast back to the model's dtype on loading). The input is
 read with ``torch.load(weights_only=True)``; the output is written atomically.
@@ -26,14 +27,15 @@ from maskrcnn.utils.errors import UserError, WeightsError, main_guard  # noqa: E
 
 
 def slim_state(path: str, half: bool = False) -> Dict[str, object]:
-    """The model tensors (and categories) of a checkpoint.
+    """The model tensors (and categories, recommended config) of a checkpoint.
 
     Args:
         path: A training checkpoint (read with ``maskrcnn.checkpoint.read_checkpoint``).
         half: Store floating-point tensors as float16.
 
     Returns:
-        ``{"model": {name: tensor}}``, plus ``"categories"`` when the checkpoint has them.
+        ``{"model": {name: tensor}}``, plus ``"categories"`` and ``"recommended_config"`` when the
+        checkpoint has them.
     """
     data = read_checkpoint(path)
     model = {}
@@ -44,6 +46,8 @@ def slim_state(path: str, half: bool = False) -> Dict[str, object]:
     out: Dict[str, object] = {"model": model}
     if isinstance(data.get("categories"), list):
         out["categories"] = data["categories"]
+    if isinstance(data.get("recommended_config"), dict):
+        out["recommended_config"] = data["recommended_config"]
     return out
 
 

@@ -63,6 +63,9 @@ class Checkpointer:
         save_dir: Directory for checkpoints and the ``last_checkpoint`` file.
         save_to_disk: Whether this process writes files (main rank only).
         logger: Logger; defaults to this module's logger.
+        cfg: The config the model was built from: weights loaded with ``model_only``
+            (``MODEL.WEIGHT``) are checked against its input convention (see
+            :func:`~maskrcnn.checkpoint.weights.convention_mismatches`), with a warning.
     """
 
     def __init__(
@@ -73,8 +76,10 @@ class Checkpointer:
         save_dir: str | os.PathLike = "",
         save_to_disk: bool = True,
         logger: logging.Logger | None = None,
+        cfg: Any = None,
     ) -> None:
         self.model = model
+        self.cfg = cfg
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.save_dir = os.fspath(save_dir)
@@ -167,7 +172,7 @@ class Checkpointer:
         path = os.fspath(path)
         self.logger.info("loading checkpoint from %s", path)
         if model_only:
-            load_weights(self.model, path, self.logger)
+            load_weights(self.model, path, self.logger, cfg=self.cfg)
             return {}
         return self._apply(read_checkpoint(path), path)
 

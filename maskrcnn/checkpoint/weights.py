@@ -13,9 +13,10 @@ attempted, and a failure says where to put the file by hand.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import OrderedDict
-from typing import Any, Iterable, Mapping
+from typing import Any, Dict, Iterable, List, Mapping
 
 import torch
 from torch import nn
@@ -26,8 +27,9 @@ from .convert.report import ConversionReport, collapse_names
 from ..utils.errors import WeightsError
 from .io import CheckpointError, safe_load
 
-__all__ = ["SCHEME", "convert_weights", "load_model_state", "load_weights", "load_weights_file",
-           "resolve_weights", "torchvision_weights_url", "unwrap_model"]
+__all__ = ["CONVENTION_KEYS", "SCHEME", "convention_mismatches", "convention_of", "convert_weights",
+           "load_model_state", "load_weights", "load_weights_file", "resolve_weights", "torchvision_weights_url",
+           "unwrap_model"]
 
 _logger = logging.getLogger(__name__)
 
@@ -36,6 +38,79 @@ SCHEME = "torchvision://"
 # detection recipes were tuned with), COCO for torchvision's detectors.
 PREFERRED_WEIGHTS = ("IMAGENET1K_V1", "COCO_V1")
 _TRAINING_STATE = ("optimizer", "scheduler", "iteration")
+
+
+#: Config keys that change what weights compute without changing any tensor's shape, so a wrong
+#: value loads without an error and gives poor (or zero) AP: the input convention (channel order
+#: and range, mean, std), where the ResNet strides, and ROIAlign's half-pixel offset. Each applies
+#: to the part of the model that the weights hold (``backbone.body`` / ``roi_heads``).
+CONVENTION_KEYS: Dict[str, str] = {
+    "INPUT.TO_BGR255": "backbone.body.", "INPUT.PIXEL_MEAN": "backbone.body.", "INPUT.PIXEL_STD": "backbone.body.",
+    "MODEL.RESNETS.STRIDE_IN_1X1": "backbone.body.", "MODEL.ROI_BOX_HEAD.POOLER_ALIGNED": "roi_heads.box.",
+    "MODEL.ROI_MASK_HEAD.POOLER_ALIGNED": "roi_heads.mask.",
+}
+
+
+def _cfg_value(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return list(node) if isinstance(node, tuple) else node
+
+
+def convention_of(cfg: Any) -> Dict[str, Any]:
+    """The :data:`CONVENTION_KEYS` of ``cfg``, saved with this project's checkpoints as
+    ``recommended_config`` (the entry ``tools/convert_weights.py`` writes too)."""
+    return {key: _cfg_value(cfg, key) for key in CONVENTION_KEYS}
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return a == b
+
+
+def convention_mismatches(cfg: Any, expected: Mapping[str, Any], names: Iterable[str] = ()) -> List[str]:
+    """Where ``cfg`` disagrees with the convention the weights were trained with.
+
+    Args:
+        cfg: the config the model was built from.
+        expected: the weights' recommended config (a converter's report, or the
+            ``recommended_config`` entry of the file); other keys are ignored.
+        names: the weights' tensor names (our names); a key is only checked when the weights
+            hold the part it applies to (an ImageNet backbone says nothing of ROIAlign). Empty:
+            check every key.
+
+    Returns:
+        ``["KEY: the config has X, the weights expect Y", ...]``.
+    """
+    names = list(names)
+    lines = []
+    for key, part in CONVENTION_KEYS.items():
+        if key not in expected or (names and not any(n.startswith(part) for n in names)):
+            continue
+        have, want = _cfg_value(cfg, key), expected[key]
+        if not _same_value(have, want):
+            lines.append(f"{key}: the config has {have!r}, the weights expect {want!r}")
+    return lines
+
+
+def _warn_convention(cfg: Any, expected: Any, names: Iterable[str], path: str, logger: logging.Logger) -> None:
+    if cfg is None or not isinstance(expected, Mapping):
+        return
+    lines = convention_mismatches(cfg, expected, names)
+    if not lines:
+        return
+    fix = " ".join(f'{k} "{v}"' if isinstance(v, list) else f"{k} {v}" for k, v in (
+        (line.split(":")[0], expected[line.split(":")[0]]) for line in lines))
+    logger.warning("%s was trained with another input convention than this config; it loads, but what "
+                   "the model computes (and its AP) will be off:\n  %s\nGive the keys the weights expect, "
+                   "e.g. on the command line: %s (or ignore this if you retrain on purpose).",
+                   path, "\n  ".join(lines), fix)
 
 
 class WeightsNameError(WeightsError, ValueError):
@@ -186,7 +261,7 @@ def load_weights_file(path: str | os.PathLike, model_state: Mapping[str, Any] | 
 
 
 def load_weights(model: nn.Module, weights: str | os.PathLike,
-                 logger: logging.Logger | None = None) -> dict[str, list]:
+                 logger: logging.Logger | None = None, cfg: Any = None) -> dict[str, list]:
     """Loads ``MODEL.WEIGHT`` (model tensors only) into ``model``.
 
     A file in the model's own names (this project's checkpoints) loads as it is; another
@@ -197,6 +272,9 @@ def load_weights(model: nn.Module, weights: str | os.PathLike,
         model: Target model (DDP/DataParallel wrappers are unwrapped).
         weights: A local file or ``torchvision://<model>``.
         logger: Logger for the reports; this module's when None.
+        cfg: The config the model was built from; when given, a warning lists the
+            :data:`CONVENTION_KEYS` it disagrees on with the weights (a converted file's
+            recommended config, or the ``recommended_config`` saved in this project's files).
 
     Returns:
         The report of ``load_model_state``.
@@ -214,12 +292,15 @@ def load_weights(model: nn.Module, weights: str | os.PathLike,
         tensors, extras = unwrap(obj)
         if detect_format(obj) in (NATIVE, UNKNOWN) and set(tensors) & set(model_state):
             state: Mapping[str, Any] = tensors
+            expected = extras.get("recommended_config")
         else:
             state, report = convert_weights(obj, path, model_state)
             report.log(logger, where=path)
+            expected = report.recommended_config
     except (ValueError, TypeError) as e:
         raise CheckpointError(str(e) if path in str(e) else f"{path}: {e}") from e
     result = load_model_state(model, state, logger)
+    _warn_convention(cfg, expected, [_strip_module(k) for k in state], path, logger)
     if any(k in extras for k in _TRAINING_STATE):
         logger.info("loaded model weights only; optimizer, scheduler and iteration start fresh")
     return result

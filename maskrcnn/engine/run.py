@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import Checkpointer
+from ..checkpoint.weights import convention_of
 from ..config import CfgNode, ConfigError, resolve_num_classes
 from ..solver.scaling import auto_scale_workers
 from ..data.build import build_test_loaders, build_train_dataset, build_train_loader, dataset_categories
@@ -139,7 +140,8 @@ def build_hooks(cfg: CfgNode, checkpointer: Optional[Checkpointer], loader, cate
     return [NonFiniteGuard(s.MAX_NONFINITE_SKIPS, **advice), divergence, IterationTimer(),
             MetricsWriter(s.LOG_PERIOD, writer),
             PeriodicCheckpointer(checkpointer, s.CHECKPOINT_PERIOD, state_fn=training_state(loader),
-                                 extra={"categories": categories, "seed": cfg.SEED}),
+                                 extra={"categories": categories, "seed": cfg.SEED,
+                                        "recommended_config": convention_of(cfg)}),
             ProposalVisualizer(cfg.VIS_PERIOD, writer, categories) if cfg.VIS_PERIOD > 0 else None,
             EvalHook(cfg.TEST.EVAL_PERIOD, eval_fn, writer, vis_images=cfg.TEST.VIS_IMAGES,
                      vis_score_threshold=cfg.TEST.VIS_SCORE_THRESHOLD) if eval_fn is not None else None]
@@ -185,7 +187,8 @@ def train(cfg: CfgNode, resume: bool = False) -> Dict[str, dict]:
     model = build_model(run_cfg)
     optimizer = make_optimizer(run_cfg, model)
     scheduler = make_lr_scheduler(run_cfg, optimizer)
-    checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, save_to_disk=is_main_process())
+    checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, save_to_disk=is_main_process(),
+                                cfg=run_cfg)
     extra = checkpointer.resume_or_load(cfg.MODEL.WEIGHT, resume=resume)
     if not extra and not cfg.MODEL.WEIGHT:
         warn_random_init(cfg)
@@ -235,5 +238,5 @@ def test(cfg: CfgNode) -> Dict[str, dict]:
     if not cfg.MODEL.WEIGHT:
         raise ConfigError("MODEL.WEIGHT is empty: give the checkpoint to evaluate, e.g. "
                          "MODEL.WEIGHT output/model_final.pth")
-    Checkpointer(model, save_to_disk=False).load(cfg.MODEL.WEIGHT, model_only=True)
+    Checkpointer(model, save_to_disk=False, cfg=cfg).load(cfg.MODEL.WEIGHT, model_only=True)
     return _evaluate(cfg, model, loaders)

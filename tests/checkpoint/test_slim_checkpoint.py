@@ -32,7 +32,8 @@ def checkpoint(tmp_path):
     opt.step()
     cats = [{"id": 7, "name": "cat"}]
     path = Checkpointer(model, opt, save_dir=str(tmp_path / "train")).save(
-        "model_final", iteration=100, categories=cats, rng=[{"torch": torch.get_rng_state()}])
+        "model_final", iteration=100, categories=cats, rng=[{"torch": torch.get_rng_state()}],
+        recommended_config={"INPUT.TO_BGR255": True})
     return model, path
 
 
@@ -56,8 +57,9 @@ def test_slim_keeps_weights_only_and_names_the_hash(tmp_path, checkpoint, half):
     assert sorted(os.listdir(tmp_path / "pub")) == [os.path.basename(final)]  # no temp files left
 
     data = torch.load(final, map_location="cpu", weights_only=True)
-    assert set(data) == {"model", "categories"}  # no optimizer, iteration, RNG states
+    assert set(data) == {"model", "categories", "recommended_config"}  # no optimizer, iteration, RNG states
     assert data["categories"] == [{"id": 7, "name": "cat"}]
+    assert data["recommended_config"] == {"INPUT.TO_BGR255": True}
     own = model.state_dict()
     assert data["model"].keys() == own.keys()
     for k, v in own.items():

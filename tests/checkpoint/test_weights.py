@@ -42,6 +42,29 @@ def test_torchvision_resnet_weights_from_cache_load_into_backbone(tmp_path, monk
         assert torch.equal(body[name], value), name
 
 
+def test_weights_of_another_input_convention_are_named(tmp_path, caplog):
+    """MODEL.WEIGHT checked against the config: an ImageNet ResNet expects torchvision's input; an
+    ImageNet backbone says nothing of ROIAlign (POOLER_ALIGNED is a head's convention)."""
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    cfg = tiny_cfg()  # RGB in 0..1, mean 0.5, std 0.25
+    cfg.merge_from_list(["MODEL.RESNETS.STEM_OUT_CHANNELS", 64, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+                         "MODEL.RESNETS.NORM", "FrozenBN", "MODEL.ROI_BOX_HEAD.POOLER_ALIGNED", True])
+    model = build_model(cfg)
+    with caplog.at_level("WARNING", logger="maskrcnn"):
+        Checkpointer(model, save_to_disk=False, cfg=cfg).load(str(path), model_only=True)
+    [warning] = [r.getMessage() for r in caplog.records if "input convention" in r.getMessage()]
+    assert warning.startswith(f"{path} was trained with another input convention")
+    assert "INPUT.PIXEL_MEAN: the config has [0.5, 0.5, 0.5], the weights expect [0.485, 0.456, 0.406]" in warning
+    assert "INPUT.PIXEL_STD" in warning and "POOLER_ALIGNED" not in warning
+    assert "TO_BGR255" not in warning and "STRIDE_IN_1X1" not in warning  # these agree
+    caplog.clear()
+    cfg.merge_from_list(["INPUT.PIXEL_MEAN", [0.485, 0.456, 0.406], "INPUT.PIXEL_STD", [0.229, 0.224, 0.225]])
+    with caplog.at_level("WARNING", logger="maskrcnn"):
+        Checkpointer(model, save_to_disk=False, cfg=cfg).load(str(path), model_only=True)
+    assert "input convention" not in caplog.text
+
+
 def test_uncached_download_failure_says_where_to_put_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
 

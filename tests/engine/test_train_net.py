@@ -175,13 +175,14 @@ def test_a_fresh_start_never_overwrites_an_earlier_run(trained, tmp_path):
     assert (copy / "log.txt").read_text().startswith(before["log.txt"][0].decode())
 
 
-def test_test_net_and_predictor_and_demo(trained, tmp_path):
+def test_test_net_and_predictor_and_demo(trained, tmp_path, caplog):
     out = trained["out"]
     proc = run([os.path.join(TOOLS, "test_net.py"), "--config-file", trained["cfg"],
                 "MODEL.WEIGHT", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval")])
     metrics = json.loads((tmp_path / "eval" / "inference" / "toy_val" / "metrics.json").read_text())
     assert set(metrics["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert "per-class" in (proc.stdout + proc.stderr).lower() or "circle" in proc.stdout + proc.stderr
+    assert "input convention" not in proc.stdout + proc.stderr  # the config the weights were trained with
 
     from maskrcnn import Predictor
     from maskrcnn.data.image_io import read_image_rgb
@@ -199,6 +200,15 @@ def test_test_net_and_predictor_and_demo(trained, tmp_path):
         assert float(result["boxes"][:, 2].max()) <= image.shape[1] + 1e-3
     same = predictor(image_path)
     assert torch.equal(same["boxes"], result["boxes"])
+    # The checkpoint records the input convention it was trained with; another one is named.
+    saved = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["recommended_config"]
+    assert saved["INPUT.PIXEL_MEAN"] == [0.5, 0.5, 0.5] and saved["INPUT.TO_BGR255"] is False
+    with caplog.at_level("WARNING", logger="maskrcnn"):
+        Predictor.from_config(trained["cfg"], weights=str(out / "model_final.pth"),
+                              opts=["INPUT.PIXEL_MEAN", "[0.485, 0.456, 0.406]"])
+    [warning] = [r.getMessage() for r in caplog.records if "input convention" in r.getMessage()]
+    assert "INPUT.PIXEL_MEAN: the config has [0.485, 0.456, 0.406], the weights expect [0.5, 0.5, 0.5]" in warning
+    assert 'INPUT.PIXEL_MEAN "[0.5, 0.5, 0.5]"' in warning and "TO_BGR255" not in warning
 
     run([os.path.join(TOOLS, "demo.py"), "--config-file", trained["cfg"], "--weights",
          str(out / "model_final.pth"), "--input", image_path, "--output", str(tmp_path / "demo"),
