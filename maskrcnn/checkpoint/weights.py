@@ -42,13 +42,17 @@ _TRAINING_STATE = ("optimizer", "scheduler", "iteration")
 
 #: Config keys that change what weights compute without changing any tensor's shape, so a wrong
 #: value loads without an error and gives poor (or zero) AP: the input convention (channel order
-#: and range, mean, std), where the ResNet strides, and ROIAlign's half-pixel offset. Each applies
+#: and range, mean, std), where the ResNet strides, its norm (GroupNorm weights load into frozen
+#: BN as a plain affine), and ROIAlign's half-pixel offset. Each applies
 #: to the part of the model that the weights hold (``backbone.body`` / ``roi_heads``).
 CONVENTION_KEYS: Dict[str, str] = {
     "INPUT.TO_BGR255": "backbone.body.", "INPUT.PIXEL_MEAN": "backbone.body.", "INPUT.PIXEL_STD": "backbone.body.",
-    "MODEL.RESNETS.STRIDE_IN_1X1": "backbone.body.", "MODEL.ROI_BOX_HEAD.POOLER_ALIGNED": "roi_heads.box.",
-    "MODEL.ROI_MASK_HEAD.POOLER_ALIGNED": "roi_heads.mask.",
+    "MODEL.RESNETS.STRIDE_IN_1X1": "backbone.body.", "MODEL.RESNETS.NORM": "backbone.body.",
+    "MODEL.ROI_BOX_HEAD.POOLER_ALIGNED": "roi_heads.box.", "MODEL.ROI_MASK_HEAD.POOLER_ALIGNED": "roi_heads.mask.",
 }
+# Keys compared through a coarser value: BN and frozen BN weights are interchangeable (train with
+# BN, deploy frozen); GroupNorm is not.
+_COMPARED_AS = {"MODEL.RESNETS.NORM": lambda norm: "GN" if norm == "GN" else "BN"}
 
 
 def _cfg_value(cfg: Any, key: str) -> Any:
@@ -94,7 +98,8 @@ def convention_mismatches(cfg: Any, expected: Mapping[str, Any], names: Iterable
         if key not in expected or (names and not any(n.startswith(part) for n in names)):
             continue
         have, want = _cfg_value(cfg, key), expected[key]
-        if not _same_value(have, want):
+        coarse = _COMPARED_AS.get(key, lambda v: v)
+        if not _same_value(coarse(have), coarse(want)):
             lines.append(f"{key}: the config has {have!r}, the weights expect {want!r}")
     return lines
 

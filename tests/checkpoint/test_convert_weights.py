@@ -296,6 +296,43 @@ def test_caffe2_imagenet_python2_pickle(tmp_path, ours):
     assert report.recommended_config["MODEL.BACKBONE.CONV_BODY"] == "R-50-FPN"
 
 
+def test_group_norm_resnets_are_recognised_and_load_into_the_gn_recipe(tmp_path, ours, caplog):
+    """Detectron's R-50-GN.pkl (``_gn_s`` / ``_gn_b`` blobs) into the GN recipe's model; into a
+    frozen-BN config it would load as a plain affine, so the runtime check names MODEL.RESNETS.NORM."""
+    blobs = OrderedDict((k.replace("_bn_", "_gn_"), v) for k, v in caffe2_blobs(Filler(9), heads=False).items())
+    path = tmp_path / "R-50-GN.pkl"
+    with open(path, "wb") as fh:
+        pickle.dump(blobs, fh)
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs", "gn_baselines", "e2e_mask_rcnn_R_50_FPN_1x_gn.yaml"))
+    cfg.merge_from_list(["MODEL.ROI_BOX_HEAD.NUM_CLASSES", 81, "MODEL.DEVICE", "cpu"])
+    gn_model = build_model(cfg)
+    state, report = load_weights_file(str(path), gn_model.state_dict())
+    rec = report.recommended_config
+    assert rec["MODEL.RESNETS.NORM"] == "GN" and rec["MODEL.RESNETS.STRIDE_IN_1X1"] is False
+    assert not any(k.startswith("backbone.body.") for k in report.uninitialised) and not report.shape_mismatch
+    assert not any("running" in k for k in state)  # GroupNorm: weight and bias only
+    gn_model.load_state_dict(state, strict=False)
+    gn = gn_model.backbone.body.layer3[2].bn2
+    assert isinstance(gn, torch.nn.GroupNorm)
+    assert np.array_equal(gn.weight.detach().numpy(), blobs["res4_2_branch2b_gn_s"])
+    assert np.array_equal(gn.bias.detach().numpy(), blobs["res4_2_branch2b_gn_b"])
+    from maskrcnn.checkpoint import Checkpointer
+    for model, config, warned in ((gn_model, cfg, False), (ours, r50_cfg(), True)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="maskrcnn"):
+            Checkpointer(model, save_to_disk=False, cfg=config).load(str(path), model_only=True)
+        warnings = [r.getMessage() for r in caplog.records if "input convention" in r.getMessage()]
+        assert bool(warnings) is warned
+        if warned:
+            assert "MODEL.RESNETS.NORM: the config has 'FrozenBN', the weights expect 'GN'" in warnings[0]
+    # maskrcnn-benchmark: its frozen BN saves running statistics, its GroupNorm none
+    _, gn_report = convert_state_dict(mb_state(Filler(10), bn_leaves=("weight", "bias")), "maskrcnn-benchmark")
+    assert gn_report.recommended_config["MODEL.RESNETS.NORM"] == "GN"
+    _, bn_report = convert_state_dict(mb_state(Filler(10)), "maskrcnn-benchmark")
+    assert "MODEL.RESNETS.NORM" not in bn_report.recommended_config
+
+
 # --------------------------------------------------------------------------- safety and errors
 class _Evil:
     def __init__(self, marker):

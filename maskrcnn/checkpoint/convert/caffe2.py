@@ -17,6 +17,7 @@ Blob names follow maskrcnn-benchmark's ``c2_model_loading.py`` (``conv1_w``, ``r
 """
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from typing import Any, Mapping, Optional, Tuple
 
@@ -59,10 +60,14 @@ _PLUS_ONE_NOTE = ("maskrcnn-benchmark / Detectron boxes use the legacy '+1' pixe
 
 
 def finish_caffe2_lineage(out: "OrderedDict[str, torch.Tensor]", report: ConversionReport,
-                          model_state: Optional[Mapping[str, Any]], resnext_std: bool
+                          model_state: Optional[Mapping[str, Any]], resnext_std: bool, group_norm: bool = False
                           ) -> Tuple["OrderedDict[str, torch.Tensor]", ConversionReport]:
     """What Detectron and maskrcnn-benchmark weights share after renaming: eps-free frozen BN,
     the BGR 0..255 MSRA input config, and the '+1' box convention note.
+
+    GroupNorm ResNets (Detectron's ``R-50-GN.pkl``, maskrcnn-benchmark's GN recipes) are
+    recommended ``MODEL.RESNETS.NORM GN`` and ``STRIDE_IN_1X1 False``, as their recipes set:
+    loaded into a frozen-BN config, their norms would load as a plain affine, without a word.
 
     Args:
         out: renamed tensors (our names), changed in place.
@@ -71,6 +76,7 @@ def finish_caffe2_lineage(out: "OrderedDict[str, torch.Tensor]", report: Convers
             layers that have them there (GroupNorm models keep weight / bias only).
         resnext_std: whether ResNeXt weights expect the ResNeXt pixel std (maskrcnn-benchmark's
             X-101 recipes) rather than 1.
+        group_norm: the ResNet's norm layers are GroupNorm (the caller tells from the source).
 
     Returns:
         ``(out, report)``.
@@ -82,6 +88,10 @@ def finish_caffe2_lineage(out: "OrderedDict[str, torch.Tensor]", report: Convers
         cfg["MODEL.RESNETS.STRIDE_IN_1X1"] = False
         if resnext_std:
             cfg["INPUT.PIXEL_STD"] = list(RESNEXT_STD)
+    if group_norm:
+        cfg.update({"MODEL.RESNETS.NORM": "GN", "MODEL.RESNETS.STRIDE_IN_1X1": False})
+        report.notes.append("GroupNorm ResNet: set MODEL.RESNETS.NORM GN (its recipes also set "
+                            "MODEL.RESNETS.STRIDE_IN_1X1 False)")
     report.recommended_config = {**cfg, **arch}
     report.notes.append(_PLUS_ONE_NOTE)
     return out, report
@@ -101,4 +111,5 @@ def convert_caffe2(state: Mapping[str, Any], model_state: Optional[Mapping[str, 
     """
     report = ConversionReport(source="caffe2")
     out = apply_rules(state, _RULES, _SKIPS, report)
-    return finish_caffe2_lineage(out, report, model_state, resnext_std=False)
+    group_norm = any(re.search(r"_gn_[sb]$", str(k)) for k in state)
+    return finish_caffe2_lineage(out, report, model_state, resnext_std=False, group_norm=group_norm)

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Tuple
 import torch
 
 from .caffe2 import finish_caffe2_lineage
-from .common import ANCHORS, BN_COUNTER, apply_rules, rule_table
+from .common import ANCHORS, BN_COUNTER, apply_rules, frozen_bn_prefixes, rule_table
 from .report import ConversionReport
 
 __all__ = ["convert_maskrcnn_benchmark"]
@@ -48,4 +48,8 @@ def convert_maskrcnn_benchmark(state: Mapping[str, Any], model_state: Optional[M
     """
     report = ConversionReport(source="maskrcnn-benchmark")
     out = apply_rules(state, _RULES, _SKIPS, report)
-    return finish_caffe2_lineage(out, report, model_state, resnext_std=True)
+    # Its FrozenBatchNorm2d always saves running statistics; its GroupNorm layers (same names)
+    # have none.
+    norms = frozen_bn_prefixes(out)
+    group_norm = bool(norms) and not any(f"{p}running_var" in out for p in norms)
+    return finish_caffe2_lineage(out, report, model_state, resnext_std=True, group_norm=group_norm)
