@@ -34,11 +34,11 @@ _C.INPUT.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]  # per channel, in the mode
 _C.INPUT.PIXEL_STD = [1.0, 1.0, 1.0]  # per channel divisor
 _C.INPUT.TO_BGR255 = True  # True: BGR in 0..255 (Caffe2 weights); False: RGB in 0..1 (torchvision weights)
 _C.INPUT.HORIZONTAL_FLIP_PROB_TRAIN = 0.5  # probability of a horizontal flip in training
-_C.INPUT.BRIGHTNESS = 0.0  # accepted for maskrcnn-benchmark files; colour jitter is not implemented (must stay 0)
-_C.INPUT.CONTRAST = 0.0  # accepted, must stay 0 (see BRIGHTNESS)
-_C.INPUT.SATURATION = 0.0  # accepted, must stay 0 (see BRIGHTNESS)
-_C.INPUT.HUE = 0.0  # accepted, must stay 0 (see BRIGHTNESS)
-_C.INPUT.VERTICAL_FLIP_PROB_TRAIN = 0.0  # accepted, must stay 0 (not implemented)
+_C.INPUT.BRIGHTNESS = 0.0  # training colour jitter: brightness factor drawn from [1 - v, 1 + v] (0: off)
+_C.INPUT.CONTRAST = 0.0  # contrast factor from [1 - v, 1 + v] (0: off)
+_C.INPUT.SATURATION = 0.0  # saturation factor from [1 - v, 1 + v] (0: off)
+_C.INPUT.HUE = 0.0  # hue shift from [-v, v], v in [0, 0.5] (0: off)
+_C.INPUT.VERTICAL_FLIP_PROB_TRAIN = 0.0  # probability of an upside-down flip in training (boxes and masks follow)
 
 # ---------------------------------------------------------------------------- data
 _C.DATASETS = CN()
@@ -217,7 +217,6 @@ _C.DTYPE = "float32"  # accepted, must stay float32 (mixed precision: SOLVER.AMP
 # names the key and gives the advice (config/checks.py). key -> (allowed values, advice).
 _FPN_ONLY = ("the RPN and the ROI heads always run on the FPN levels (C4 backbones are not implemented): "
              "use MODEL.BACKBONE.CONV_BODY R-<depth>-FPN and remove the key")
-_NO_JITTER = "colour jitter is not implemented; remove the key"
 _NO_EXPECTED = ("checking results against expected values is not implemented; compare "
                 "OUTPUT_DIR/inference/<dataset>/metrics.json instead, and remove the key")
 UNSUPPORTED_VALUES = {
@@ -245,11 +244,6 @@ UNSUPPORTED_VALUES = {
     "TEST.DETECTIONS_PER_IMG": ((100,), "use MODEL.ROI_HEADS.DETECTIONS_PER_IMG (detections kept per image)"),
     "TEST.EXPECTED_RESULTS": (([],), _NO_EXPECTED),
     "TEST.EXPECTED_RESULTS_SIGMA_TOL": ((4,), _NO_EXPECTED),
-    "INPUT.VERTICAL_FLIP_PROB_TRAIN": ((0.0,), "vertical flips are not implemented; remove the key"),
-    "INPUT.BRIGHTNESS": ((0.0,), _NO_JITTER),
-    "INPUT.CONTRAST": ((0.0,), _NO_JITTER),
-    "INPUT.SATURATION": ((0.0,), _NO_JITTER),
-    "INPUT.HUE": ((0.0,), _NO_JITTER),
     "PATHS_CATALOG": (("",), "remove the key and name your datasets with DATASETS.CATALOG.<name>.ANN_FILE "
                              "and .IMG_DIR (README: Training on your own COCO-format data)"),
     "DTYPE": (("float32",), "the weights stay float32; for mixed precision training use SOLVER.AMP.ENABLED True "

@@ -18,8 +18,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from maskrcnn.structures.bounding_box import BoxList
 
-__all__ = ["Compose", "ResizeShortestEdge", "RandomHorizontalFlip", "build_transforms",
-           "get_resize_size", "pil_resize"]
+__all__ = ["ColorJitter", "Compose", "ResizeShortestEdge", "RandomHorizontalFlip", "RandomVerticalFlip",
+           "build_transforms", "get_resize_size", "pil_resize"]
 
 Pair = Tuple[torch.Tensor, Optional[BoxList]]
 
@@ -147,21 +147,54 @@ class ResizeShortestEdge:
                 f"mode={self.mode!r})")
 
 
-class RandomHorizontalFlip:
-    """Flip image and target left-right with probability ``prob``."""
+class _RandomFlip:
+    """Flip image and target along ``dim`` (BoxList method ``method``) with probability ``prob``."""
+
+    dim = -1
+    method = "flip_horizontal"
 
     def __init__(self, prob: float = 0.5) -> None:
         self.prob = float(prob)
 
     def __call__(self, image: torch.Tensor, target: Optional[BoxList] = None) -> Pair:
         if self.prob > 0 and torch.rand(()).item() < self.prob:
-            image = image.flip(-1)
+            image = image.flip(self.dim)
             if target is not None:
-                target = target.flip_horizontal()
+                target = getattr(target, self.method)()
         return image, target
 
     def __repr__(self) -> str:
-        return f"RandomHorizontalFlip(prob={self.prob})"
+        return f"{type(self).__name__}(prob={self.prob})"
+
+
+class RandomHorizontalFlip(_RandomFlip):
+    """Flip image and target left-right with probability ``prob``."""
+
+    dim, method = -1, "flip_horizontal"
+
+
+class RandomVerticalFlip(_RandomFlip):
+    """Flip image and target upside down with probability ``prob``."""
+
+    dim, method = -2, "flip_vertical"
+
+
+class ColorJitter:
+    """Random brightness, contrast, saturation and hue of the uint8 image (the target is
+    unchanged), as maskrcnn-benchmark's ``INPUT.BRIGHTNESS`` / ``CONTRAST`` / ``SATURATION`` /
+    ``HUE``: torchvision's ``ColorJitter`` (factors drawn from ``[1 - v, 1 + v]``, hue shift from
+    ``[-hue, hue]``, the four in a random order), applied before the resize, on the image as read."""
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
+                 hue: float = 0.0) -> None:
+        from torchvision.transforms import v2
+        self.jitter = v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
+
+    def __call__(self, image: torch.Tensor, target: Optional[BoxList] = None) -> Pair:
+        return self.jitter(image), target
+
+    def __repr__(self) -> str:
+        return repr(self.jitter)
 
 
 def _sizes(value: Any) -> Tuple[int, ...]:
@@ -171,16 +204,22 @@ def _sizes(value: Any) -> Tuple[int, ...]:
 
 
 def build_transforms(cfg: Any, is_train: bool) -> Compose:
-    """Resize (+ flip in training) from ``cfg.INPUT``.
+    """Resize (+ colour jitter and flips in training) from ``cfg.INPUT``, in maskrcnn-benchmark's
+    order: jitter, resize, horizontal flip, vertical flip.
 
-    Reads ``INPUT.MIN_SIZE_TRAIN`` (tuple), ``INPUT.MAX_SIZE_TRAIN``,
-    ``INPUT.HORIZONTAL_FLIP_PROB_TRAIN`` in training and ``INPUT.MIN_SIZE_TEST``,
-    ``INPUT.MAX_SIZE_TEST`` otherwise.
+    Reads ``INPUT.BRIGHTNESS`` / ``CONTRAST`` / ``SATURATION`` / ``HUE`` (jitter when any is
+    non-zero), ``INPUT.MIN_SIZE_TRAIN`` (tuple), ``INPUT.MAX_SIZE_TRAIN``,
+    ``INPUT.HORIZONTAL_FLIP_PROB_TRAIN`` and ``VERTICAL_FLIP_PROB_TRAIN`` in training and
+    ``INPUT.MIN_SIZE_TEST``, ``INPUT.MAX_SIZE_TEST`` otherwise.
     """
     inp = cfg.INPUT
     if is_train:
-        return Compose([ResizeShortestEdge(_sizes(inp.MIN_SIZE_TRAIN), int(inp.MAX_SIZE_TRAIN),
-                                           inp.RESIZE_MODE),
-                        RandomHorizontalFlip(float(inp.HORIZONTAL_FLIP_PROB_TRAIN))])
+        jitter = (inp.BRIGHTNESS, inp.CONTRAST, inp.SATURATION, inp.HUE)
+        steps = [ColorJitter(*map(float, jitter))] if any(jitter) else []
+        steps += [ResizeShortestEdge(_sizes(inp.MIN_SIZE_TRAIN), int(inp.MAX_SIZE_TRAIN), inp.RESIZE_MODE),
+                  RandomHorizontalFlip(float(inp.HORIZONTAL_FLIP_PROB_TRAIN))]
+        if inp.VERTICAL_FLIP_PROB_TRAIN > 0:
+            steps.append(RandomVerticalFlip(float(inp.VERTICAL_FLIP_PROB_TRAIN)))
+        return Compose(steps)
     return Compose([ResizeShortestEdge(_sizes(inp.MIN_SIZE_TEST), int(inp.MAX_SIZE_TEST),
                                        inp.RESIZE_MODE)])

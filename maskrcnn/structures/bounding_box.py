@@ -76,6 +76,14 @@ class BoxList:
                   for k, v in self.extra_fields.items()}
         return self._copy_with(boxes, self.size, fields)
 
+    def flip_vertical(self) -> "BoxList":
+        h = self.size[0]
+        x1, y1, x2, y2 = self.bbox.unbind(1)
+        boxes = torch.stack([x1, h - y2, x2, h - y1], dim=1)
+        fields = {k: (v.flip_vertical() if _geometric(v, "flip_vertical") else v)
+                  for k, v in self.extra_fields.items()}
+        return self._copy_with(boxes, self.size, fields)
+
     def crop(self, box: Sequence[float]) -> "BoxList":
         """Crop to ``box`` (x1, y1, x2, y2); boxes are shifted and clipped to it."""
         x0, y0, x1, y1 = [float(v) for v in box]

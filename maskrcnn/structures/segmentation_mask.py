@@ -98,6 +98,13 @@ class InstanceMasks:
         ax, bx, ay, by = self.affine
         return self._new(pts, self.size, (-ax, w - bx, ay, by))
 
+    def flip_vertical(self) -> "InstanceMasks":
+        h = self.size[0]
+        pts = self.points.clone()
+        pts[:, 1] = h - pts[:, 1]
+        ax, bx, ay, by = self.affine
+        return self._new(pts, self.size, (ax, bx, -ay, h - by))
+
     def crop(self, box: Sequence[float]) -> "InstanceMasks":
         """Shift to a crop window; polygons are not clipped (targets sample inside boxes)."""
         x0, y0, x1, y1 = [float(v) for v in box]

@@ -36,7 +36,7 @@ def test_benchmark_yaml_with_tuple_strings(tmp_path):
     assert cfg.is_frozen()
 
 
-@pytest.mark.parametrize("key,value", [("INPUT.BRIGHTNESS", "0.2"), ("MODEL.RPN.FPN_POST_NMS_PER_BATCH", "True"),
+@pytest.mark.parametrize("key,value", [("MODEL.ROI_BOX_HEAD.PREDICTOR", "'FastRCNNPredictor'"), ("MODEL.RPN.FPN_POST_NMS_PER_BATCH", "True"),
                                        ("TEST.BBOX_AUG.ENABLED", "True")])
 def test_unsupported_values_are_refused(key, value):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -6,10 +6,14 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from maskrcnn.data.transforms import (Compose, RandomHorizontalFlip, ResizeShortestEdge,
-                                      build_transforms, get_resize_size)
+from maskrcnn.config import get_cfg
+from maskrcnn.data.transforms import (ColorJitter, Compose, RandomHorizontalFlip, RandomVerticalFlip,
+                                      ResizeShortestEdge, build_transforms, get_resize_size)
 from maskrcnn.structures.bounding_box import BoxList
 from maskrcnn.structures.segmentation_mask import InstanceMasks
+
+
+NO_JITTER = dict(BRIGHTNESS=0.0, CONTRAST=0.0, SATURATION=0.0, HUE=0.0, VERTICAL_FLIP_PROB_TRAIN=0.0)
 
 
 def _target(h=60, w=90):
@@ -65,20 +69,63 @@ def test_randomness_follows_torch_seed():
     assert all(torch.equal(a, b) for a, b in zip(run(), run()))
 
 
-def test_flip_boxes_image_and_masks_consistent():
+@pytest.mark.parametrize("flip, dim, boxes", [
+    (RandomHorizontalFlip, -1, [[50.0, 5.0, 80.0, 35.0], [10.0, 20.0, 40.0, 50.0]]),
+    (RandomVerticalFlip, -2, [[10.0, 25.0, 40.0, 55.0], [50.0, 10.0, 80.0, 40.0]]),
+])
+def test_flip_boxes_image_and_masks_consistent(flip, dim, boxes):
     image = torch.randint(0, 256, (3, 60, 90), dtype=torch.uint8)
     target = _target()
-    flipped_img, flipped = RandomHorizontalFlip(1.0)(image, target)
-    assert torch.equal(flipped_img, image.flip(-1))
-    assert flipped.bbox.tolist() == [[50.0, 5.0, 80.0, 35.0], [10.0, 20.0, 40.0, 50.0]]
+    flipped_img, flipped = flip(1.0)(image, target)
+    assert torch.equal(flipped_img, image.flip(dim))
+    assert flipped.bbox.tolist() == boxes
     idx = torch.arange(2)
-    for m in (7, 14, 28):
-        want = target.get_field("masks").crop_and_resize(target.bbox, idx, m).flip(-1)
+    # Polygon (instance 0) and RLE (instance 1) targets flip with the image. (Not m = 7: a cell
+    # centre then lies exactly on the polygon's horizontal edge y = 20, a tie that the half-open
+    # scanline rule decides the other way once the polygon is upside down.)
+    for m in (8, 14, 28):
+        want = target.get_field("masks").crop_and_resize(target.bbox, idx, m).flip(dim)
         got = flipped.get_field("masks").crop_and_resize(flipped.bbox, idx, m)
         assert torch.equal(got, want)
         assert got[0].sum() > 0 and got[1].sum() > 0
-    unchanged_img, unchanged = RandomHorizontalFlip(0.0)(image, target)
+    unchanged_img, unchanged = flip(0.0)(image, target)
     assert torch.equal(unchanged_img, image) and torch.equal(unchanged.bbox, target.bbox)
+
+
+def test_both_flips_turn_the_targets_half_a_turn():
+    image = torch.zeros(3, 60, 90, dtype=torch.uint8)
+    target, idx = _target(), torch.arange(2)
+    both = RandomHorizontalFlip(1.0)(*RandomVerticalFlip(1.0)(image, target))[1]
+    want = target.get_field("masks").crop_and_resize(target.bbox, idx, 14).flip(-1).flip(-2)
+    assert torch.equal(both.get_field("masks").crop_and_resize(both.bbox, idx, 14), want)
+
+
+def test_brightness_jitter_scales_every_pixel_by_one_factor_and_keeps_the_target():
+    torch.manual_seed(0)
+    image = torch.randint(20, 120, (3, 40, 50), dtype=torch.uint8)  # no pixel saturates at 1.5x
+    factors = []
+    for _ in range(20):
+        out, target = ColorJitter(brightness=0.5)(image, _target())
+        assert out.dtype == torch.uint8 and out.shape == image.shape
+        assert torch.equal(target.bbox, _target().bbox)
+        ratio = out.double() / image.double()
+        factors.append(float(ratio.median()))
+        assert (out.double() - image.double() * factors[-1]).abs().max() <= 1.0  # rounding only
+    assert min(factors) >= 0.5 - 1e-2 and max(factors) <= 1.5 + 1e-2 and max(factors) - min(factors) > 0.3
+
+
+def test_jitter_and_vertical_flip_from_cfg_in_training_only():
+    cfg = get_cfg()
+    cfg.merge_from_list(["INPUT.BRIGHTNESS", 0.2, "INPUT.HUE", 0.05, "INPUT.VERTICAL_FLIP_PROB_TRAIN", 0.5])
+    train, test = build_transforms(cfg, True), build_transforms(cfg, False)
+    kinds = [type(t).__name__ for t in train.transforms]
+    assert kinds == ["ColorJitter", "ResizeShortestEdge", "RandomHorizontalFlip", "RandomVerticalFlip"]
+    jitter = train.transforms[0].jitter
+    assert jitter.brightness == (0.8, 1.2) and jitter.hue == (-0.05, 0.05) and jitter.contrast is None
+    assert train.transforms[3].prob == 0.5
+    assert [type(t).__name__ for t in test.transforms] == ["ResizeShortestEdge"]
+    assert [type(t).__name__ for t in build_transforms(get_cfg(), True).transforms] == [
+        "ResizeShortestEdge", "RandomHorizontalFlip"]
 
 
 def test_resize_then_flip_masks_follow_boxes():
@@ -94,7 +141,7 @@ def test_build_transforms_from_cfg():
     cfg = SimpleNamespace(INPUT=SimpleNamespace(MIN_SIZE_TRAIN=(30, 40), MAX_SIZE_TRAIN=100,
                                                 MIN_SIZE_TEST=50, MAX_SIZE_TEST=70,
                                                 HORIZONTAL_FLIP_PROB_TRAIN=0.5,
-                                                RESIZE_MODE="antialias"))
+                                                RESIZE_MODE="antialias", **NO_JITTER))
     train, test = build_transforms(cfg, True), build_transforms(cfg, False)
     assert train.transforms[0].min_sizes == (30, 40) and train.transforms[1].prob == 0.5
     assert len(test.transforms) == 1
@@ -174,5 +221,5 @@ def test_pil_resize_mode_is_pils_bilinear(hw, short):
 def test_build_transforms_pil_mode():
     cfg = SimpleNamespace(INPUT=SimpleNamespace(MIN_SIZE_TRAIN=(640, 800), MAX_SIZE_TRAIN=1333, MIN_SIZE_TEST=800,
                                                 MAX_SIZE_TEST=1333, HORIZONTAL_FLIP_PROB_TRAIN=0.5,
-                                                RESIZE_MODE="pil"))
+                                                RESIZE_MODE="pil", **NO_JITTER))
     assert build_transforms(cfg, True).transforms[0].mode == build_transforms(cfg, False).transforms[0].mode == "pil"

@@ -89,6 +89,15 @@ def test_flip_horizontal_values_and_involution():
     torch.testing.assert_close(rand.flip_horizontal().area(), rand.area())
 
 
+def test_flip_vertical_values_and_involution():
+    bl = BoxList(torch.tensor([[10.0, 5.0, 30.0, 25.0], [0.0, 0.0, 90.0, 60.0]]), (60, 90))
+    f = bl.flip_vertical()
+    torch.testing.assert_close(f.bbox, torch.tensor([[10.0, 35.0, 30.0, 55.0], [0.0, 0.0, 90.0, 60.0]]))
+    rand = make_boxlist(10, (60, 90), seed=4)
+    torch.testing.assert_close(rand.flip_vertical().flip_vertical().bbox, rand.bbox)
+    torch.testing.assert_close(rand.flip_vertical().area(), rand.area())
+
+
 def test_crop_shifts_and_clips():
     bl = BoxList(torch.tensor([[10.0, 10.0, 50.0, 40.0],    # partly outside on the right/bottom
                                [25.0, 22.0, 30.0, 28.0],    # inside

@@ -296,6 +296,7 @@ def _square_boxes(rng, h, w, m, k):
 @pytest.mark.parametrize("ops", [
     ("flip",), ("resize2",), ("flip", "resize2"), ("resize2", "flip"),
     ("resize_h2",), ("flip", "crop"), ("resize2", "crop", "flip"),
+    ("vflip",), ("vflip", "resize_h2", "crop"), ("flip", "vflip"),
 ])
 def test_polygon_and_rle_targets_identical_after_transforms(ops):
     rng = np.random.default_rng(sum(map(ord, "".join(ops))))
@@ -304,6 +305,8 @@ def test_polygon_and_rle_targets_identical_after_transforms(ops):
     for op in ops:
         if op == "flip":
             poly, rle = poly.flip_horizontal(), rle.flip_horizontal()
+        elif op == "vflip":
+            poly, rle = poly.flip_vertical(), rle.flip_vertical()
         elif op == "resize2":
             h, w = poly.size
             poly, rle = poly.resize((2 * h, 2 * w)), rle.resize((2 * h, 2 * w))
@@ -336,6 +339,9 @@ def test_flip_matches_flipped_raster():
         # flipping twice is the identity
         np.testing.assert_array_equal(full_target(poly.flip_horizontal().flip_horizontal(), i, side).numpy(),
                                       full_target(poly, i, side).numpy())
+        ref = np.ascontiguousarray(full_target(poly, i, side).numpy()[::-1, :])
+        np.testing.assert_array_equal(full_target(poly.flip_vertical(), i, side).numpy(), ref)
+        np.testing.assert_array_equal(full_target(rle.flip_vertical(), i, side).numpy(), ref)
 
 
 def test_resize_by_two_is_nearest_upsampling():
