@@ -8,7 +8,7 @@ Three tables, checked by :func:`check_supported` (``load_cfg`` calls it; every e
 - ``CHOICES``: keys that select one of several implementations.
 - ``RANGES``: numeric keys and the interval they must lie in.
 
-The choices repeat constants of the modules that use them (``PASTE_RULES``, ``RESIZE_MODES``,
+The choices repeat constants of the modules that use them (``PASTE_RULES``, ``RESIZE_MODES``, ``SIZE_SAMPLINGS``,
 ``CHECK_LEVELS``), because this package imports nothing heavy; tests/config keeps them equal.
 """
 from __future__ import annotations
@@ -31,6 +31,8 @@ CHOICES: Dict[str, Tuple[Tuple[Any, ...], str]] = {
                                              "CONV_HEAD_DIM and one fc (the GroupNorm recipes' 4conv1fc head)"),
     "MODEL.RESNETS.NORM": (("FrozenBN", "BN", "GN"), "FrozenBN for pretrained weights, BN or GN to train from scratch"),
     "INPUT.RESIZE_MODE": (("antialias", "torchvision", "pil"), "see the comment in maskrcnn/config/defaults.py"),
+    "INPUT.MIN_SIZE_TRAIN_SAMPLING": (("choice", "range"), "one of MIN_SIZE_TRAIN per image, or uniform between its "
+                                      "two values (detectron2's key)"),
     "DATASETS.CHECK": (("annotations", "header", "full"), "how much of each dataset is checked when it is built"),
     "MODEL.ROI_MASK_HEAD.PASTE_RULE": (("center", "torchvision"), "see maskrcnn/layers/mask_ops.py"),
     "MODEL.ROI_MASK_HEAD.TARGET_RULE": (("center", "torchvision"), "see maskrcnn/modeling/roi_heads/mask_head/loss.py"),
@@ -208,6 +210,10 @@ def _check_consistency(cfg: CfgNode) -> None:
         raise ConfigError(f"SOLVER.STEPS must be increasing, got {tuple(s.STEPS)}")
     _check_optimizer_keys(s)
     _check_box_head_keys(cfg.MODEL.ROI_BOX_HEAD)
+    sizes = tuple(cfg.INPUT.MIN_SIZE_TRAIN)
+    if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range" and (len(sizes) != 2 or sizes[0] > sizes[1]):
+        raise ConfigError(f"INPUT.MIN_SIZE_TRAIN_SAMPLING 'range' draws the short side between two sizes, but "
+                          f"INPUT.MIN_SIZE_TRAIN is {sizes}: give (low, high), e.g. (640, 800), or use 'choice'")
     for kind in ("RPN", "ROI_HEADS"):
         node = cfg.MODEL[kind]
         if node.BG_IOU_THRESHOLD > node.FG_IOU_THRESHOLD:

@@ -26,6 +26,7 @@ _C.MODEL.CHANNELS_LAST = False  # backbone and heads in channels-last (NHWC) mem
 # flipped to BGR and kept in 0..255 (Caffe2/Detectron weights), else RGB scaled to 0..1.
 _C.INPUT = CN()
 _C.INPUT.MIN_SIZE_TRAIN = (800,)  # shortest edge in training; several values = multi-scale
+_C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"  # "choice": one of MIN_SIZE_TRAIN; "range": uniform in [MIN_SIZE_TRAIN[0], [1]]
 _C.INPUT.MAX_SIZE_TRAIN = 1333  # cap on the longest edge in training
 _C.INPUT.MIN_SIZE_TEST = 800  # shortest edge at test time
 _C.INPUT.MAX_SIZE_TEST = 1333  # cap on the longest edge at test time

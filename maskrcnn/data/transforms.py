@@ -26,6 +26,8 @@ Pair = Tuple[torch.Tensor, Optional[BoxList]]
 
 #: Resize modes (``INPUT.RESIZE_MODE``).
 RESIZE_MODES = ("antialias", "torchvision", "pil")
+#: How the training short side is drawn from ``INPUT.MIN_SIZE_TRAIN`` (``INPUT.MIN_SIZE_TRAIN_SAMPLING``).
+SIZE_SAMPLINGS = ("choice", "range")
 
 
 def get_resize_size(h: int, w: int, min_size: int, max_size: int,
@@ -93,7 +95,9 @@ class ResizeShortestEdge:
     """Resize so the short side is one of ``min_sizes`` (random choice) and the long side <= ``max_size``.
 
     Args:
-        min_sizes: candidate short-side sizes; one is drawn per call when several.
+        min_sizes: candidate short-side sizes; one is drawn per call when several. With
+            ``sampling="range"``: ``(low, high)``, and a size is drawn uniformly from the
+            integers ``low..high`` (detectron2's ``MIN_SIZE_TRAIN_SAMPLING "range"``).
         max_size: cap of the long side (``<= 0``: no cap).
         mode: ``"antialias"`` (default): antialiased bilinear on the uint8 image, sizes
             rounded, like the PIL resize of detectron2 and maskrcnn-benchmark.
@@ -107,17 +111,25 @@ class ResizeShortestEdge:
     """
 
     def __init__(self, min_sizes: Union[int, Sequence[int]], max_size: int,
-                 mode: str = "antialias") -> None:
+                 mode: str = "antialias", sampling: str = "choice") -> None:
         sizes = (min_sizes,) if isinstance(min_sizes, int) else tuple(int(s) for s in min_sizes)
         if not sizes or min(sizes) <= 0:
             raise ValueError(f"min_sizes must be positive ints, got {min_sizes!r}")
         if mode not in RESIZE_MODES:
             raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+        if sampling not in SIZE_SAMPLINGS:
+            raise ValueError(f"size sampling must be one of {SIZE_SAMPLINGS}, got {sampling!r}")
+        if sampling == "range" and (len(sizes) != 2 or sizes[0] > sizes[1]):
+            raise ValueError(f"sampling 'range' takes min_sizes (low, high) with low <= high, got {min_sizes!r}")
         self.min_sizes: Tuple[int, ...] = sizes
         self.max_size = int(max_size)
         self.mode = mode
+        self.sampling = sampling
 
     def _pick_min_size(self) -> int:
+        if self.sampling == "range":
+            low, high = self.min_sizes
+            return int(torch.randint(low, high + 1, (1,)).item())
         if len(self.min_sizes) == 1:
             return self.min_sizes[0]
         return self.min_sizes[int(torch.randint(len(self.min_sizes), (1,)).item())]
@@ -144,7 +156,7 @@ class ResizeShortestEdge:
 
     def __repr__(self) -> str:
         return (f"ResizeShortestEdge(min_sizes={self.min_sizes}, max_size={self.max_size}, "
-                f"mode={self.mode!r})")
+                f"mode={self.mode!r}, sampling={self.sampling!r})")
 
 
 class _RandomFlip:
@@ -208,7 +220,7 @@ def build_transforms(cfg: Any, is_train: bool) -> Compose:
     order: jitter, resize, horizontal flip, vertical flip.
 
     Reads ``INPUT.BRIGHTNESS`` / ``CONTRAST`` / ``SATURATION`` / ``HUE`` (jitter when any is
-    non-zero), ``INPUT.MIN_SIZE_TRAIN`` (tuple), ``INPUT.MAX_SIZE_TRAIN``,
+    non-zero), ``INPUT.MIN_SIZE_TRAIN`` (tuple) and ``MIN_SIZE_TRAIN_SAMPLING``, ``INPUT.MAX_SIZE_TRAIN``,
     ``INPUT.HORIZONTAL_FLIP_PROB_TRAIN`` and ``VERTICAL_FLIP_PROB_TRAIN`` in training and
     ``INPUT.MIN_SIZE_TEST``, ``INPUT.MAX_SIZE_TEST`` otherwise.
     """
@@ -216,7 +228,8 @@ def build_transforms(cfg: Any, is_train: bool) -> Compose:
     if is_train:
         jitter = (inp.BRIGHTNESS, inp.CONTRAST, inp.SATURATION, inp.HUE)
         steps = [ColorJitter(*map(float, jitter))] if any(jitter) else []
-        steps += [ResizeShortestEdge(_sizes(inp.MIN_SIZE_TRAIN), int(inp.MAX_SIZE_TRAIN), inp.RESIZE_MODE),
+        steps += [ResizeShortestEdge(_sizes(inp.MIN_SIZE_TRAIN), int(inp.MAX_SIZE_TRAIN), inp.RESIZE_MODE,
+                                     inp.MIN_SIZE_TRAIN_SAMPLING),
                   RandomHorizontalFlip(float(inp.HORIZONTAL_FLIP_PROB_TRAIN))]
         if inp.VERTICAL_FLIP_PROB_TRAIN > 0:
             steps.append(RandomVerticalFlip(float(inp.VERTICAL_FLIP_PROB_TRAIN)))

@@ -43,6 +43,13 @@ def test_unsupported_values_are_refused(key, value):
         load_cfg(None, [key, value])
 
 
+@pytest.mark.parametrize("sizes", ["(800,)", "(800, 640)", "(640, 704, 800)"])
+def test_range_sampling_needs_low_and_high(sizes):
+    with pytest.raises(ConfigError, match=r"MIN_SIZE_TRAIN_SAMPLING 'range'.*give \(low, high\)"):
+        load_cfg(None, ["INPUT.MIN_SIZE_TRAIN_SAMPLING", "range", "INPUT.MIN_SIZE_TRAIN", sizes])
+    assert load_cfg(None, ["INPUT.MIN_SIZE_TRAIN_SAMPLING", "range", "INPUT.MIN_SIZE_TRAIN", "(640, 800)"])
+
+
 def test_decreasing_steps_refused():
     with pytest.raises(ConfigError, match="increasing"):
         load_cfg(None, ["SOLVER.STEPS", "(10, 5)"])

@@ -82,12 +82,13 @@ def test_straddle_thresh_ignores_anchors_crossing_the_border():
 
 def test_choices_agree_with_the_modules():
     from maskrcnn.data.datasets.check import CHECK_LEVELS
-    from maskrcnn.data.transforms import RESIZE_MODES
+    from maskrcnn.data.transforms import RESIZE_MODES, SIZE_SAMPLINGS
     from maskrcnn.layers.paste_rules import PASTE_RULES
     from maskrcnn.solver import build as solver_build
 
     assert CHOICES["MODEL.ROI_MASK_HEAD.PASTE_RULE"][0] == tuple(PASTE_RULES)
     assert CHOICES["INPUT.RESIZE_MODE"][0] == tuple(RESIZE_MODES)
+    assert CHOICES["INPUT.MIN_SIZE_TRAIN_SAMPLING"][0] == tuple(SIZE_SAMPLINGS)
     assert CHOICES["DATASETS.CHECK"][0] == tuple(CHECK_LEVELS)
     assert tuple(sorted(RESNET_SPECS)) == tuple(sorted(RESNET_DEPTHS))
     for norm in CHOICES["MODEL.RESNETS.NORM"][0]:

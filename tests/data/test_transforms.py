@@ -13,7 +13,8 @@ from maskrcnn.structures.bounding_box import BoxList
 from maskrcnn.structures.segmentation_mask import InstanceMasks
 
 
-NO_JITTER = dict(BRIGHTNESS=0.0, CONTRAST=0.0, SATURATION=0.0, HUE=0.0, VERTICAL_FLIP_PROB_TRAIN=0.0)
+NO_JITTER = dict(BRIGHTNESS=0.0, CONTRAST=0.0, SATURATION=0.0, HUE=0.0, VERTICAL_FLIP_PROB_TRAIN=0.0,
+                 MIN_SIZE_TRAIN_SAMPLING="choice")
 
 
 def _target(h=60, w=90):
@@ -98,6 +99,23 @@ def test_both_flips_turn_the_targets_half_a_turn():
     both = RandomHorizontalFlip(1.0)(*RandomVerticalFlip(1.0)(image, target))[1]
     want = target.get_field("masks").crop_and_resize(target.bbox, idx, 14).flip(-1).flip(-2)
     assert torch.equal(both.get_field("masks").crop_and_resize(both.bbox, idx, 14), want)
+
+
+def test_range_sampling_draws_every_size_between_the_two():
+    torch.manual_seed(0)
+    image = torch.zeros(3, 60, 90, dtype=torch.uint8)
+    t = ResizeShortestEdge((30, 36), 1000, sampling="range")
+    shorts = {t(image, _target())[0].shape[-2] for _ in range(200)}
+    assert shorts == set(range(30, 37))  # 30..36, both ends included
+    choice = ResizeShortestEdge((30, 36), 1000)
+    assert {choice(image, None)[0].shape[-2] for _ in range(50)} == {30, 36}
+    for bad in ((30,), (40, 30), (30, 32, 34)):
+        with pytest.raises(ValueError, match="low, high"):
+            ResizeShortestEdge(bad, 1000, sampling="range")
+    cfg = get_cfg()
+    cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", (640, 800), "INPUT.MIN_SIZE_TRAIN_SAMPLING", "range"])
+    assert build_transforms(cfg, True).transforms[0].sampling == "range"
+    assert build_transforms(cfg, False).transforms[0].min_sizes == (800,)
 
 
 def test_brightness_jitter_scales_every_pixel_by_one_factor_and_keeps_the_target():
