@@ -24,6 +24,7 @@ from torch import nn
 from .convert import convert_state_dict
 from .convert.detect import NATIVE, UNKNOWN, detect_format, unwrap
 from .convert.report import ConversionReport, collapse_names
+from ..config.checks import get_key
 from ..utils.errors import WeightsError
 from .io import CheckpointError, safe_load
 
@@ -56,10 +57,8 @@ _COMPARED_AS = {"MODEL.RESNETS.NORM": lambda norm: "GN" if norm == "GN" else "BN
 
 
 def _cfg_value(cfg: Any, key: str) -> Any:
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return list(node) if isinstance(node, tuple) else node
+    value = get_key(cfg, key)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def convention_of(cfg: Any) -> Dict[str, Any]:
@@ -78,6 +77,22 @@ def _same_value(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _mismatched_keys(cfg: Any, expected: Mapping[str, Any], names: Iterable[str]) -> List[str]:
+    names = list(names)
+    keys = []
+    for key, part in CONVENTION_KEYS.items():
+        if key not in expected or (names and not any(n.startswith(part) for n in names)):
+            continue
+        coarse = _COMPARED_AS.get(key, lambda v: v)
+        if not _same_value(coarse(_cfg_value(cfg, key)), coarse(expected[key])):
+            keys.append(key)
+    return keys
+
+
+def _mismatch_line(cfg: Any, expected: Mapping[str, Any], key: str) -> str:
+    return f"{key}: the config has {_cfg_value(cfg, key)!r}, the weights expect {expected[key]!r}"
+
+
 def convention_mismatches(cfg: Any, expected: Mapping[str, Any], names: Iterable[str] = ()) -> List[str]:
     """Where ``cfg`` disagrees with the convention the weights were trained with.
 
@@ -92,26 +107,17 @@ def convention_mismatches(cfg: Any, expected: Mapping[str, Any], names: Iterable
     Returns:
         ``["KEY: the config has X, the weights expect Y", ...]``.
     """
-    names = list(names)
-    lines = []
-    for key, part in CONVENTION_KEYS.items():
-        if key not in expected or (names and not any(n.startswith(part) for n in names)):
-            continue
-        have, want = _cfg_value(cfg, key), expected[key]
-        coarse = _COMPARED_AS.get(key, lambda v: v)
-        if not _same_value(coarse(have), coarse(want)):
-            lines.append(f"{key}: the config has {have!r}, the weights expect {want!r}")
-    return lines
+    return [_mismatch_line(cfg, expected, key) for key in _mismatched_keys(cfg, expected, names)]
 
 
 def _warn_convention(cfg: Any, expected: Any, names: Iterable[str], path: str, logger: logging.Logger) -> None:
     if cfg is None or not isinstance(expected, Mapping):
         return
-    lines = convention_mismatches(cfg, expected, names)
-    if not lines:
+    keys = _mismatched_keys(cfg, expected, names)
+    if not keys:
         return
-    fix = " ".join(f'{k} "{v}"' if isinstance(v, list) else f"{k} {v}" for k, v in (
-        (line.split(":")[0], expected[line.split(":")[0]]) for line in lines))
+    lines = [_mismatch_line(cfg, expected, key) for key in keys]
+    fix = " ".join(f'{k} "{expected[k]}"' if isinstance(expected[k], list) else f"{k} {expected[k]}" for k in keys)
     logger.warning("%s was trained with another input convention than this config; it loads, but what "
                    "the model computes (and its AP) will be off:\n  %s\nGive the keys the weights expect, "
                    "e.g. on the command line: %s (or ignore this if you retrain on purpose).",

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from maskrcnn.structures.bounding_box import BoxList
@@ -160,10 +161,11 @@ class ResizeShortestEdge:
 
 
 class _RandomFlip:
-    """Flip image and target along ``dim`` (BoxList method ``method``) with probability ``prob``."""
+    """Flip image and target along ``dim`` (BoxList method ``method``, set by the subclasses) with
+    probability ``prob``."""
 
-    dim = -1
-    method = "flip_horizontal"
+    dim: int
+    method: str
 
     def __init__(self, prob: float = 0.5) -> None:
         self.prob = float(prob)
@@ -199,7 +201,6 @@ class ColorJitter:
 
     def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
                  hue: float = 0.0) -> None:
-        from torchvision.transforms import v2
         self.jitter = v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
 
     def __call__(self, image: torch.Tensor, target: Optional[BoxList] = None) -> Pair:

@@ -120,19 +120,20 @@ def _conv_head_layout(out: "OrderedDict[str, torch.Tensor]", report: ConversionR
     conv, GN, ReLU; 2 without), mask ``mask_fcn{i}`` -> ``mask_fcn{i}.0`` and its norm
     ``mask_fcn{i}.1`` when the head has norms. Only GroupNorm heads exist here: a head norm with
     running statistics (NORM "BN" / "SyncBN") is refused."""
-    bn = [k for k in out if (_BOX_CONV.fullmatch(k) or _MASK_CONV.fullmatch(k)) and k.endswith("running_var")]
+    box = {k: m for k in out if (m := _BOX_CONV.fullmatch(k))}
+    mask = {k: m for k in out if (m := _MASK_CONV.fullmatch(k))}
+    bn = [k for k in (*box, *mask) if k.endswith("running_var")]
     if bn:
         raise ValueError(f"detectron2 head with BatchNorm ('{bn[0]}'): this project's ROI heads have GroupNorm "
                          "(MODEL.ROI_BOX_HEAD.USE_GN / ROI_MASK_HEAD.USE_GN) or no norm, not BN")
-    box_norm = any((m := _BOX_CONV.fullmatch(k)) and m[2] for k in out)
-    mask_norm = any((m := _MASK_CONV.fullmatch(k)) and m[2] for k in out)
+    step = 3 if any(m[2] for m in box.values()) else 2  # conv, GN, ReLU / conv, ReLU
+    mask_norm = any(m[2] for m in mask.values())
     renamed: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     for key, value in out.items():
         new = key
-        if (m := _BOX_CONV.fullmatch(key)) is not None:
-            step = 3 if box_norm else 2
+        if (m := box.get(key)) is not None:
             new = f"roi_heads.box.feature_extractor.xconvs.{step * (int(m[1]) - 1) + (1 if m[2] else 0)}.{m[3]}"
-        elif mask_norm and (m := _MASK_CONV.fullmatch(key)) is not None:
+        elif mask_norm and (m := mask.get(key)) is not None:
             new = f"roi_heads.mask.feature_extractor.mask_fcn{m[1]}.{1 if m[2] else 0}.{m[3]}"
         if new != key:
             report.retarget(key, new)
