@@ -57,12 +57,12 @@ class GroupedBatchSampler(Sampler[List[int]]):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.sampler = sampler
-        self.group_ids = torch.as_tensor(list(group_ids), dtype=torch.int64)
+        self.group_ids = torch.as_tensor(list(group_ids), dtype=torch.int64, device="cpu")
         self.batch_size = int(batch_size)
         self.drop_uneven = drop_uneven
 
     def _prepare_batches(self) -> List[List[int]]:
-        sampled = torch.as_tensor(list(self.sampler), dtype=torch.int64)
+        sampled = torch.as_tensor(list(self.sampler), dtype=torch.int64, device="cpu")
         if sampled.numel() == 0:
             return []
         groups = self.group_ids[sampled]

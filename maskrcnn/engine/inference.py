@@ -31,11 +31,12 @@ WARMUP_BATCHES = 5
 
 
 def _num_images(data_loader) -> int:
-    """Images this process predicts: its shard of the test set (or the whole loader's dataset)."""
+    """Images this process predicts: its shard of the test set (or the whole loader's dataset);
+    0 (unknown) for a plain iterable of batches."""
     sampler = getattr(getattr(data_loader, "batch_sampler", None), "sampler", None)
     try:
         return len(sampler) if sampler is not None else len(data_loader.dataset)
-    except TypeError:
+    except (TypeError, AttributeError):
         return 0
 
 

@@ -92,7 +92,7 @@ def get_rng_states() -> Dict[str, Any]:
     version, mt, gauss_next = random.getstate()
     np_state = np.random.get_state(legacy=False)
     states: Dict[str, Any] = {
-        "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64),
+        "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64, device="cpu"),
                    "gauss_next": gauss_next},
         "numpy": {"bit_generator": np_state["bit_generator"],
                   "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),

@@ -43,7 +43,7 @@ class SmoothedValue:
         """Median of the window (NaN when empty)."""
         if not self.deque:
             return float("nan")
-        return torch.tensor(list(self.deque), dtype=torch.float64).median().item()
+        return torch.tensor(list(self.deque), dtype=torch.float64, device="cpu").median().item()
 
     @property
     def avg(self) -> float:

@@ -1,0 +1,59 @@
+"""A guard that finds tensors which the code under test creates on the default device.
+
+On a GPU the data lives on ``cuda`` while a factory call without ``device=`` (``torch.zeros(n)``,
+``torch.tensor(values)``, ``torch.arange(n)``, ...) still makes a CPU tensor. The first op that
+mixes the two fails, or, for some ops, copies silently and makes the host wait. On the CPU both
+are the same device and nothing shows. ``stray_factories_on_meta()`` makes them differ here:
+while it is active, every factory call *made from this project's code* (``maskrcnn/``) without
+a ``device`` argument creates its tensor on the ``meta`` device, which holds no data, so the
+first op that mixes it with the CPU data raises "Tensor on device meta is not on the expected
+device cpu", naming the line. Calls from torch and torchvision are left alone: on a GPU they
+run as their authors meant, and their own CPU scalars are theirs to place.
+
+``as_tensor`` / ``asarray`` of a tensor keep that tensor's device without a ``device`` argument,
+so they are left alone too. A stray tensor used only as an index is not caught (indexing a CPU
+tensor with a meta index does not raise); CUDA accepts a CPU index as well, with a copy.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Iterator
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
+
+_PACKAGE = os.path.join(os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")), "maskrcnn") + os.sep
+_KEEPS_DEVICE = {torch.as_tensor, torch.asarray}
+
+
+def _called_from_package() -> bool:
+    """Whether the factory's direct caller (two frames up: past ``__torch_function__``) is a
+    line of ``maskrcnn/``; a call made by torch's own Python code (e.g. a sampler of
+    ``torch.utils.data``) is torch's."""
+    return os.path.abspath(sys._getframe(2).f_code.co_filename).startswith(_PACKAGE)
+
+
+class _StrayFactoriesOnMeta(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.redirected = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (func in _device_constructors() and kwargs.get("device") is None
+                and not (func in _KEEPS_DEVICE and args and isinstance(args[0], torch.Tensor))
+                and _called_from_package()):
+            kwargs = dict(kwargs, device="meta")
+            self.redirected += 1
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def stray_factories_on_meta() -> Iterator[_StrayFactoriesOnMeta]:
+    """Redirect the project's device-less factory calls to ``meta`` while active."""
+    mode = _StrayFactoriesOnMeta()
+    with mode:
+        yield mode
