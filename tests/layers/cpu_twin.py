@@ -7,8 +7,10 @@ CUDA kernel) and of the host side of the kernel path (``mask_ops._kernel_counts`
 the windows, offsets, encoding) would always skip. :func:`cpu_twin` compiles the CPU half of
 the extension (``csrc/register.cpp`` + ``csrc/paste_masks/paste_masks_cpu.cpp``) with the C++
 compiler alone (``torch.utils.cpp_extension.load``: no nvcc, no CUDA), once per test session,
-into torch's extension cache (``TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``), where later sessions find it built. About 15 s of compiling
+into a folder per torch version of torch's extension cache (``TORCH_EXTENSIONS_DIR``, by default
+``~/.cache/torch_extensions``), where later sessions find it built. A build killed halfway
+leaves torch's ``lock`` file there, and torch then waits for it forever: a lock older than
+:data:`STALE_LOCK_S` is removed, with a warning, before the build. About 15 s of compiling
 on a quiet 2-core machine, a minute under load.
 
 Without a C++ compiler or ninja the tests skip, with the reason; with
@@ -20,7 +22,9 @@ import importlib
 import os
 import shutil
 import sys
+import time
 import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -33,6 +37,7 @@ TWIN_NAME = "maskrcnn_paste_cpu_twin"
 TWIN_SOURCES = ("register.cpp", "paste_masks/paste_masks_cpu.cpp")
 # as setup.py: no contraction into FMAs, results equal the pure-PyTorch path bit for bit
 TWIN_CFLAGS = ("-O3", "-ffp-contract=off")
+STALE_LOCK_S = 900  # a compile of the twin takes seconds to a minute
 
 
 def _missing_tools() -> str:
@@ -47,11 +52,27 @@ def _missing_tools() -> str:
     return ""
 
 
+def _build_directory() -> str:
+    """The twin's build folder: one per torch version, so that two environments do not rebuild
+    each other's copy; a stale lock of a killed build is removed."""
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    folder = os.path.join(root, f"{TWIN_NAME}_torch{torch.__version__}")
+    os.makedirs(folder, exist_ok=True)
+    lock = os.path.join(folder, "lock")
+    if os.path.exists(lock) and time.time() - os.path.getmtime(lock) > STALE_LOCK_S:
+        warnings.warn(f"removed {lock}, left by a build killed over {STALE_LOCK_S} s ago "
+                      "(torch would wait for it forever)")
+        os.remove(lock)
+    return folder
+
+
 def _build_twin() -> types.ModuleType:
     from torch.utils import cpp_extension
 
     return cpp_extension.load(
-        name=TWIN_NAME, sources=[str(CSRC / s) for s in TWIN_SOURCES],
+        name=TWIN_NAME, sources=[str(CSRC / s) for s in TWIN_SOURCES], build_directory=_build_directory(),
         extra_include_paths=[str(CSRC)], extra_cflags=list(TWIN_CFLAGS), verbose=False)
 
 

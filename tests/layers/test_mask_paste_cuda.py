@@ -11,6 +11,8 @@ tests skip without a GPU.
 """
 import importlib
 import logging
+import os
+import time
 from typing import Iterator, Tuple
 
 import pytest
@@ -186,3 +188,22 @@ def test_impl_argument_is_checked():
         masks_to_rle(masks, boxes, (9, 9), impl="cuda")
     assert torch.equal(paste_masks_in_image(masks, boxes, (9, 9), impl="torch"),
                        paste_masks_in_image(masks, boxes, (9, 9)))
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
+    """torch's extension build waits forever on the ``lock`` of a killed build: the twin's
+    build folder drops one older than ``STALE_LOCK_S`` (with a warning) and leaves a live one."""
+    import cpu_twin as twin
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    folder = twin._build_directory()
+    assert folder.startswith(str(tmp_path)) and torch.__version__ in folder
+    lock = os.path.join(folder, "lock")
+    open(lock, "w").close()
+    twin._build_directory()
+    assert os.path.exists(lock)  # a build may be running now
+    old = time.time() - twin.STALE_LOCK_S - 60
+    os.utime(lock, (old, old))
+    with pytest.warns(UserWarning, match="killed"):
+        twin._build_directory()
+    assert not os.path.exists(lock)
