@@ -87,10 +87,12 @@ setup(
     packages=find_packages(include=["maskrcnn", "maskrcnn.*"]),
     python_requires=">=3.9",
     install_requires=[
-        # torch and torchvision must be a matching pair; these bounds admit the tested pair
-        # (torch 2.14.1 + torchvision 0.29.1) and the releases between.
-        "torch>=2.1,<2.15",
-        "torchvision>=0.16,<0.30",
+        # torch and torchvision must be a matching pair. The whole test suite passed with
+        # torch 2.4.1 + torchvision 0.19.1, 2.11.0 + 0.26.0 (the GPU machine's release) and
+        # 2.14.1 + 0.29.1 (the development pair); these bounds admit those and the releases
+        # between. Older releases are not admitted: nothing ran them.
+        "torch>=2.4,<2.15",
+        "torchvision>=0.19,<0.30",
         "pycocotools>=2.0.7,<3",
         "numpy>=1.23,<3",
         "pyyaml>=6.0,<7",
