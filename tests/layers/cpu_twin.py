@@ -8,9 +8,11 @@ the windows, offsets, encoding) would always skip. :func:`cpu_twin` compiles the
 the extension (``csrc/register.cpp`` + ``csrc/paste_masks/paste_masks_cpu.cpp``) with the C++
 compiler alone (``torch.utils.cpp_extension.load``: no nvcc, no CUDA), once per test session,
 into a folder per torch version of torch's extension cache (``TORCH_EXTENSIONS_DIR``, by default
-``~/.cache/torch_extensions``), where later sessions find it built. A build killed halfway
-leaves torch's ``lock`` file there, and torch then waits for it forever: a lock older than
-:data:`STALE_LOCK_S` is removed, with a warning, before the build. About 15 s of compiling
+``~/.cache/torch_extensions``), where later sessions find it built. Releases of torch before
+the advisory lock (2.11 and older: a ``lock`` file whose mere existence blocks) wait forever on
+a ``lock`` left there by a killed build, or by a newer torch, whose advisory lock file stays
+after every build: that is why the folder is per torch version, and why, with those releases, a
+lock older than :data:`STALE_LOCK_S` is removed, with a warning, before the build. About 15 s of compiling
 on a quiet 2-core machine, a minute under load.
 
 Without a C++ compiler or ninja the tests skip, with the reason; with
@@ -52,16 +54,27 @@ def _missing_tools() -> str:
     return ""
 
 
+def _lock_blocks_by_existing() -> bool:
+    """Whether this torch's extension build waits while its ``lock`` file exists (``FileBaton``,
+    2.11 and older); 2.14 holds an OS advisory lock (``FileLock``) instead, which the kernel
+    releases when its holder dies, on a file that stays."""
+    from torch.utils import cpp_extension
+
+    return not hasattr(cpp_extension, "FileLock")
+
+
 def _build_directory() -> str:
     """The twin's build folder: one per torch version, so that two environments do not rebuild
-    each other's copy; a stale lock of a killed build is removed."""
+    each other's copy. With a torch whose build lock is a file that blocks by existing, a stale
+    one (of a killed build) is removed."""
     from torch.utils import cpp_extension
 
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
     folder = os.path.join(root, f"{TWIN_NAME}_torch{torch.__version__}")
     os.makedirs(folder, exist_ok=True)
     lock = os.path.join(folder, "lock")
-    if os.path.exists(lock) and time.time() - os.path.getmtime(lock) > STALE_LOCK_S:
+    if (_lock_blocks_by_existing() and os.path.exists(lock)
+            and time.time() - os.path.getmtime(lock) > STALE_LOCK_S):
         warnings.warn(f"removed {lock}, left by a build killed over {STALE_LOCK_S} s ago "
                       "(torch would wait for it forever)")
         os.remove(lock)

@@ -190,12 +190,16 @@ def test_impl_argument_is_checked():
                        paste_masks_in_image(masks, boxes, (9, 9)))
 
 
-def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
-    """torch's extension build waits forever on the ``lock`` of a killed build: the twin's
-    build folder drops one older than ``STALE_LOCK_S`` (with a warning) and leaves a live one."""
+@pytest.mark.parametrize("blocks_by_existing", [True, False])
+def test_a_stale_build_lock_is_removed_only_where_it_blocks(tmp_path, monkeypatch, blocks_by_existing):
+    """torch's extension build before 2.14 waits forever while a ``lock`` file exists (left by a
+    killed build, or by torch 2.14, whose advisory lock file stays): the twin's build folder is
+    per torch version, and there a lock older than ``STALE_LOCK_S`` is dropped (with a warning),
+    a fresh one kept. With the advisory lock, the file is left alone."""
     import cpu_twin as twin
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(twin, "_lock_blocks_by_existing", lambda: blocks_by_existing)
     folder = twin._build_directory()
     assert folder.startswith(str(tmp_path)) and torch.__version__ in folder
     lock = os.path.join(folder, "lock")
@@ -204,6 +208,9 @@ def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatc
     assert os.path.exists(lock)  # a build may be running now
     old = time.time() - twin.STALE_LOCK_S - 60
     os.utime(lock, (old, old))
-    with pytest.warns(UserWarning, match="killed"):
+    if blocks_by_existing:
+        with pytest.warns(UserWarning, match="killed"):
+            twin._build_directory()
+    else:
         twin._build_directory()
-    assert not os.path.exists(lock)
+    assert os.path.exists(lock) != blocks_by_existing
