@@ -25,7 +25,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 
-_PACKAGE = os.path.join(os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")), "maskrcnn") + os.sep
+PACKAGE = os.path.join(os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")), "maskrcnn") + os.sep
 _KEEPS_DEVICE = {torch.as_tensor, torch.asarray}
 
 
@@ -33,7 +33,7 @@ def _called_from_package() -> bool:
     """Whether the factory's direct caller (two frames up: past ``__torch_function__``) is a
     line of ``maskrcnn/``; a call made by torch's own Python code (e.g. a sampler of
     ``torch.utils.data``) is torch's."""
-    return os.path.abspath(sys._getframe(2).f_code.co_filename).startswith(_PACKAGE)
+    return os.path.abspath(sys._getframe(2).f_code.co_filename).startswith(PACKAGE)
 
 
 class _StrayFactoriesOnMeta(TorchFunctionMode):

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import GN_HEADS, tiny_cfg
-from device_guard import stray_factories_on_meta
+from device_guard import PACKAGE, stray_factories_on_meta
 from maskrcnn.checkpoint import Checkpointer
 from maskrcnn.config import resolve_num_classes
 from maskrcnn.data.build import build_test_loaders, build_train_dataset, build_train_loader, dataset_categories
@@ -30,9 +30,6 @@ from maskrcnn.modeling import build_model
 from maskrcnn.predictor import Predictor
 from maskrcnn.solver import make_lr_scheduler, make_optimizer
 from maskrcnn.utils.events import TensorboardWriter
-
-PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "maskrcnn")
-
 
 def _cfg(tmp_path, overrides=()):
     ann, img_dir = ensure_shapes_dataset(str(tmp_path / "data"), "train", 6, 0)
