@@ -157,6 +157,7 @@ _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD = 0.5  # probability threshol
 _C.MODEL.ROI_MASK_HEAD.PASTE_RULE = "center"  # "center" (detectron2's grid_sample rule) or "torchvision" (see layers/mask_ops.py)
 _C.MODEL.ROI_MASK_HEAD.USE_GN = False  # GroupNorm (MODEL.GROUP_NORM) after each conv of the mask head
 _C.MODEL.ROI_MASK_HEAD.LOSS_WEIGHT = 1.0  # multiplies the mask loss
+_C.MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE = 0  # training: the mask loss on at most this many positives per image, a random subset (0: all, as maskrcnn-benchmark)
 _C.MODEL.ROI_MASK_HEAD.TARGET_RULE = "center"  # training targets: "center" binary, instance at each cell centre (maskrcnn-benchmark); "torchvision" soft, roi_align of the GT bitmap
 
 # ---------------------------------------------------------------------------- solver

@@ -108,7 +108,8 @@ def build_roi_heads(cfg, in_channels: int, num_classes: int) -> ROIHeads:
                           sampling_ratio=m.POOLER_SAMPLING_RATIO, aligned=m.POOLER_ALIGNED),
             feature_extractor=extractor,
             predictor=MaskPredictor(in_channels=extractor.out_channels, num_classes=num_classes),
-            resolution=m.RESOLUTION, loss_weight=m.LOSS_WEIGHT, target_rule=m.TARGET_RULE)
+            resolution=m.RESOLUTION, loss_weight=m.LOSS_WEIGHT, target_rule=m.TARGET_RULE,
+            max_train_per_image=m.MAX_TRAIN_PER_IMAGE)
     return ROIHeads(box=box, mask=mask)
 
 

@@ -217,3 +217,79 @@ def test_heads_public_api_and_dispatch():
     preds = box(features, test)
     assert preds[0].shape == (sum(len(t) for t in test), 4) and preds[1].shape[1] == 16
     assert [len(d) for d in box.inference(preds, test)] == [len(d) for d in detections]
+
+
+def _positives_then_negatives(targets, per_gt=6, negatives=10):
+    """Per image, ``jittered_positives`` followed by ``negatives`` background boxes (label 0), as
+    the proposal sampler orders them; and the number of positives."""
+    out, counts = [], []
+    for p in jittered_positives(targets, per_gt=per_gt):
+        h, w = p.size
+        neg = BoxList(torch.tensor([[0.0, 0.0, 8.0, 8.0]]).repeat(negatives, 1), (h, w))
+        neg.add_field("labels", torch.zeros(negatives, dtype=torch.int64))
+        neg.add_field("matched_idxs", torch.zeros(negatives, dtype=torch.int64))
+        both = BoxList(torch.cat([p.bbox, neg.bbox]), (h, w))
+        for name in ("labels", "matched_idxs"):
+            both.add_field(name, torch.cat([p.get_field(name), neg.get_field(name)]))
+        out.append(both)
+        counts.append(len(p))
+    return out, counts
+
+
+def test_mask_training_positives_capped_to_a_uniform_random_subset():
+    """MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE: at most that many of an image's positives, drawn
+    uniformly, kept in order, never a negative; 0 or a cap above the count keeps them all."""
+    cfg = tiny_cfg()
+    cfg.MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE = 5
+    head = build_model(cfg).roi_heads.mask
+    sampled, counts = _positives_then_negatives(star_targets(0))
+    s, k = sampled[0], counts[0]
+    assert k > 5 and len(s) > k
+    torch.manual_seed(0)
+    hits = torch.zeros(len(s))
+    draws = 600
+    for _ in range(draws):
+        picked = head.select_positives(s, k)
+        # rows of s: find which by their boxes (the jittered boxes are distinct)
+        rows = torch.cdist(picked.bbox, s.bbox).argmin(1)
+        assert len(picked) == 5 and bool((rows[1:] > rows[:-1]).all()) and int(rows.max()) < k
+        assert torch.equal(picked.get_field("labels"), s.get_field("labels")[rows])
+        assert torch.equal(picked.get_field("matched_idxs"), s.get_field("matched_idxs")[rows])
+        hits[rows] += 1
+    expected = draws * 5 / k
+    assert bool((hits[:k] > 0.6 * expected).all()) and bool((hits[:k] < 1.4 * expected).all()), hits[:k]
+    assert hits[k:].sum() == 0
+    for cap in (0, k, k + 3):
+        head.max_train_per_image = cap
+        kept = head.select_positives(s, k)
+        assert torch.equal(kept.bbox, s.bbox[:k]) and torch.equal(kept.get_field("labels"), s.get_field("labels")[:k])
+    with pytest.raises(ValueError, match="max_train_per_image"):
+        type(head)(pooler=head.pooler, feature_extractor=head.feature_extractor, predictor=head.predictor,
+                   resolution=head.resolution, max_train_per_image=-1)
+
+
+def test_mask_loss_of_a_training_step_runs_on_the_capped_positives():
+    """In ROIHeads.loss the mask head sees min(positives, cap) boxes per image, and with a cap at
+    or above every image's positives the losses are those of no cap."""
+    model, features = _model_and_features()
+    model.train()
+    targets = star_targets(0)
+    proposals = model.rpn.inference(model.rpn(features), [(96, 128), (120, 80)], training=True)
+    seen = []
+    hook = model.roi_heads.mask.feature_extractor.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    box = model.roi_heads.box
+    torch.manual_seed(3)
+    _, num_pos = box.sample(proposals, targets)
+    assert min(num_pos) > 2, num_pos  # the ground truth boxes are positives
+    results = {}
+    for cap in (0, max(num_pos), 2):
+        model.roi_heads.mask.max_train_per_image = cap
+        seen.clear()
+        torch.manual_seed(3)
+        results[cap] = model.roi_heads.loss(features, proposals, targets)
+        want = sum(num_pos) if cap == 0 else sum(min(k, cap) for k in num_pos)
+        assert seen == [want]
+    hook.remove()
+    for name in results[0]:
+        torch.testing.assert_close(results[max(num_pos)][name], results[0][name])
+    assert not torch.equal(results[2]["loss_mask"], results[0]["loss_mask"])

@@ -120,6 +120,26 @@ def test_gpu_grouping_waits_at_most_ten_times_whatever_the_batch(model, monkeypa
     assert sum(kind == "nms" for kind, _ in counts[8]) == LEVELS
 
 
+def test_the_mask_training_cap_adds_no_wait(model, monkeypatch):
+    """MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE draws its subset on the device from counts the
+    host already has: the waits are those of the uncapped model, and the cap did cut."""
+    _gpu_paths(monkeypatch)
+    cfg = tiny_cfg()
+    cfg.MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE = 1
+    torch.manual_seed(0)
+    capped = build_model(cfg).train()
+    capped.load_state_dict(model.state_dict())
+    seen = {}
+    for name, m in (("capped", capped), ("all", model)):
+        hook = m.roi_heads.mask.feature_extractor.register_forward_hook(
+            lambda mod, i, o, name=name: seen.__setitem__(name, i[0].shape[0]))
+        calls = _step_syncs(m, 8)
+        hook.remove()
+        seen[name + "_calls"] = sorted(calls)
+    assert seen["capped_calls"] == seen["all_calls"]
+    assert seen["capped"] < seen["all"] and seen["capped"] <= 8
+
+
 def test_cpu_grouping_adds_only_nms_per_image_and_level(model, monkeypatch):
     # One thread: the guard records the calls of this thread only, and with several the
     # per-image NMS calls run on a pool (test_nms_threads_give_the_same_proposals).

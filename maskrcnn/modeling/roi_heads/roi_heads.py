@@ -30,7 +30,7 @@ class ROIHeads(nn.Module):
         sampled, num_positives = self.box.sample(proposals, targets)
         losses = self.box.losses(self.box(features, sampled), sampled)
         if self.mask is not None:
-            positives = [s[:k] for s, k in zip(sampled, num_positives)]
+            positives = [self.mask.select_positives(s, k) for s, k in zip(sampled, num_positives)]
             losses.update(self.mask.losses(self.mask(features, positives), positives, targets))
         return losses
 

@@ -79,10 +79,13 @@ class ROIMaskHead(nn.Module):
         resolution: M, side of the predicted masks and of the training targets.
         loss_weight: multiplies the mask loss.
         target_rule: how training targets are made (see :data:`.loss.TARGET_RULES`).
+        max_train_per_image: in training, the loss is computed on at most this many positives
+            per image, a uniform random subset of the sampled ones (0: all of them).
     """
 
     def __init__(self, *, pooler: Pooler, feature_extractor: MaskFeatureExtractor, predictor: MaskPredictor,
-                 resolution: int, loss_weight: float = 1.0, target_rule: str = "center") -> None:
+                 resolution: int, loss_weight: float = 1.0, target_rule: str = "center",
+                 max_train_per_image: int = 0) -> None:
         super().__init__()
         self.pooler = pooler
         self.feature_extractor = feature_extractor
@@ -90,6 +93,18 @@ class ROIMaskHead(nn.Module):
         self.resolution = resolution
         self.loss_weight = loss_weight
         self.target_rule = target_rule
+        if max_train_per_image < 0:
+            raise ValueError(f"max_train_per_image is {max_train_per_image}: 0 (all positives) or more")
+        self.max_train_per_image = max_train_per_image
+
+    def select_positives(self, sampled: BoxList, num_positives: int) -> BoxList:
+        """The training boxes of one image: its ``num_positives`` leading (positive) boxes, or a
+        uniform random subset of ``max_train_per_image`` of them, in their order."""
+        cap = self.max_train_per_image
+        if cap == 0 or num_positives <= cap:
+            return sampled[:num_positives]
+        device = sampled.bbox.device
+        return sampled[torch.randperm(num_positives, device=device)[:cap].sort().values]
 
     def forward(self, features: List[torch.Tensor], boxes: List[BoxList]) -> torch.Tensor:
         """Logits ``(K, C, M, M)`` of the K boxes of the batch, in order."""

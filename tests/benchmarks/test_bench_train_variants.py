@@ -1,0 +1,36 @@
+"""``benchmarks/bench_train_variants.py`` builds each variant, times them in turns and prints one
+line per variant with its ratio to the first; a checkpoint is loaded where it fits."""
+import os
+import re
+import subprocess
+import sys
+
+import torch
+
+from conftest import tiny_cfg
+from maskrcnn.modeling import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "benchmarks", "bench_train_variants.py")
+
+
+def test_prints_a_ratio_per_variant(tmp_path):
+    cfg = tiny_cfg()
+    cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES = 4  # the shapes dataset: 3 categories + background
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    config = tmp_path / "tiny.yaml"
+    cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES = 0
+    config.write_text(cfg.dump() + "\nDATASETS:\n  TRAIN: (\"shapes_train\",)\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, "--config-file", str(config), "--weights", str(weights), "--rounds", "2",
+         "--steps", "1", "--data-dir", str(tmp_path / "data"), "--variant", "",
+         "--variant", "MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE 1"],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = re.findall(r"^  (.+?)\s+median\s+([\d.]+) ms / step\s+ratio ([\d.]+)$", proc.stdout, re.M)
+    assert [name for name, _, _ in lines] == ["(as configured)", "MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE 1"]
+    assert float(lines[0][2]) == 1.0 and all(float(ms) > 0 for _, ms, _ in lines)
+    assert "weights: " + str(weights) in proc.stdout
