@@ -1,18 +1,20 @@
 """Training-step time of config variants, side by side in one process, as ratios.
 
-This machine class is noisy: two runs of one config minutes apart can differ by 20%. So every
+Small CPU machines are noisy: two runs of one config minutes apart can differ by 20%. So every
 variant is built in the same process, and the variants take turns, a few steps each, on the same
-batches; the median step time of each is printed with its ratio to the first variant.
+batches, each turn starting with the next variant; the median step time of each is printed with
+its ratio to the first variant.
 
 A step is the model's forward with targets, the backward of the summed losses and the optimizer
 step, as in training (data loading is not timed: the batches are made first).
 
     python benchmarks/bench_train_variants.py --config-file configs/quickstart.yaml \\
         --weights output/quickstart/model_final.pth \\
-        --variant "" --variant "MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE 8"
+        --variant "" --variant "MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE 0"
 
-The batches come from the first variant's data settings. ``--weights`` matters for what depends on the number of positive proposals (the mask head): a
-random model's proposals are poor, so few of them are positives, while a trained model's are good.
+The batches come from the first variant's data settings. ``--weights`` matters for what depends
+on the number of positive proposals (the mask head): a random model's proposals are poor, so few
+of them are positives, while a trained model's are good.
 Weights are loaded where names and shapes match, so a variant with another head gets that head
 at random. Each ``--variant`` is a string of ``KEY VALUE`` overrides ("" for the config as it is).
 """
@@ -79,7 +81,10 @@ def main(argv=None) -> int:
         times = [[] for _ in built]
         for rnd in range(args.rounds):
             batches = [next(loader)[:2] for _ in range(args.steps)]
-            for (model, optimizer), t in zip(built, times):
+            # Each turn starts with another variant: with a fixed order, the variant that always ran
+            # first, right after the batches were made, came out 5-20% slower than it was.
+            order = [(i + rnd) % len(built) for i in range(len(built))]
+            for (model, optimizer), t in ((built[i], times[i]) for i in order):
                 for images, targets in batches:
                     start = time.perf_counter()
                     loss = sum(model(images, targets).values())
