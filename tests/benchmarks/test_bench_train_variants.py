@@ -8,6 +8,7 @@ import sys
 import torch
 
 from conftest import tiny_cfg
+from maskrcnn.data.datasets.shapes import ensure_shapes_dataset
 from maskrcnn.modeling import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -21,12 +22,16 @@ def test_prints_a_ratio_per_variant(tmp_path):
     weights = tmp_path / "w.pth"
     torch.save({"model": build_model(cfg).state_dict()}, weights)
     config = tmp_path / "tiny.yaml"
+    ann, img_dir = ensure_shapes_dataset(str(tmp_path / "data"), "train", 4, 0)
     cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES = 0
-    config.write_text(cfg.dump() + "\nDATASETS:\n  TRAIN: (\"shapes_train\",)\n")
+    cfg.merge_from_list(["DATASETS.CATALOG", {"toy": {"ANN_FILE": ann, "IMG_DIR": img_dir}},
+                         "DATASETS.TRAIN", ("toy",), "DATASETS.TEST", (), "DATALOADER.NUM_WORKERS", 0,
+                         "INPUT.MIN_SIZE_TRAIN", (96,), "INPUT.MAX_SIZE_TRAIN", 160, "SOLVER.IMS_PER_BATCH", 2])
+    config.write_text(cfg.dump())
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, SCRIPT, "--config-file", str(config), "--weights", str(weights), "--rounds", "2",
-         "--steps", "1", "--data-dir", str(tmp_path / "data"), "--variant", "",
+         "--steps", "1", "--variant", "",
          "--variant", "MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE 1"],
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
