@@ -35,7 +35,17 @@ def test_prints_a_ratio_per_variant(tmp_path):
          "--variant", "MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE 1"],
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    lines = re.findall(r"^  (.+?)\s+median\s+([\d.]+) ms / step\s+ratio ([\d.]+)$", proc.stdout, re.M)
-    assert [name for name, _, _ in lines] == ["(as configured)", "MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE 1"]
-    assert float(lines[0][2]) == 1.0 and all(float(ms) > 0 for _, ms, _ in lines)
+    lines = re.findall(r"^  (.+?)\s+median\s+([\d.]+) ms / step\s+ratio ([\d.]+)"
+                       r"\s+\((\d+) of (\d+) tensors loaded\)$", proc.stdout, re.M)
+    assert [line[0] for line in lines] == ["(as configured)", "MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE 1"]
+    assert float(lines[0][2]) == 1.0 and all(float(line[1]) > 0 for line in lines)
+    assert all(line[3] == line[4] != "0" for line in lines)  # the same architecture: every tensor
     assert "weights: " + str(weights) in proc.stdout
+
+
+def test_a_missing_weights_file_is_one_message(tmp_path):
+    proc = subprocess.run([sys.executable, SCRIPT, "--config-file", os.path.join(ROOT, "configs", "quickstart.yaml"),
+                           "--weights", str(tmp_path / "nope.pth"), "--variant", ""],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    assert "nope.pth" in proc.stderr and "Traceback" not in proc.stderr

@@ -31,6 +31,7 @@ from maskrcnn.predictor import Predictor
 from maskrcnn.solver import make_lr_scheduler, make_optimizer
 from maskrcnn.utils.events import TensorboardWriter
 
+
 def _cfg(tmp_path, overrides=()):
     ann, img_dir = ensure_shapes_dataset(str(tmp_path / "data"), "train", 6, 0)
     cfg = tiny_cfg()

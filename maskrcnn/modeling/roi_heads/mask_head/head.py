@@ -103,8 +103,7 @@ class ROIMaskHead(nn.Module):
         cap = self.max_train_per_image
         if cap == 0 or num_positives <= cap:
             return sampled[:num_positives]
-        device = sampled.bbox.device
-        return sampled[torch.randperm(num_positives, device=device)[:cap].sort().values]
+        return sampled[torch.randperm(num_positives, device=sampled.bbox.device)[:cap].sort().values]
 
     def forward(self, features: List[torch.Tensor], boxes: List[BoxList]) -> torch.Tensor:
         """Logits ``(K, C, M, M)`` of the K boxes of the batch, in order."""
