@@ -72,7 +72,8 @@ def setup(args: argparse.Namespace, name: str = "maskrcnn", training: bool = Fal
         make_output_dir(output_dir)
     logger = setup_logger("maskrcnn", output_dir, get_rank())
     logger.info("Using %d process(es); command line: %s", get_world_size(), " ".join(sys.argv))
-    logger.info("torch %s, CUDA available: %s", torch.__version__, torch.cuda.is_available())
+    logger.info("torch %s, CUDA available: %s, oneDNN kernel cache: %s", torch.__version__,
+                torch.cuda.is_available(), os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024 (oneDNN's default)"))
     if args.config_file:
         logger.info("Loaded configuration file %s", args.config_file)
     if removed:
