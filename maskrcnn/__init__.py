@@ -9,8 +9,8 @@ CPU convolution library, compiles a kernel (a "primitive") for each convolution 
 and keeps 1024 of them by default. Detection training changes shapes at every step: images of
 several sizes, a varying number of boxes per ROI head. In the 2-core quickstart the kernels of
 a few hundred iterations number about 2,000, so the default cache evicted kernels before their
-shape came back and recompiled about 46 per step: 14 ms of a 170 ms step, against 1.3 ms
-with the larger cache (``ONEDNN_VERBOSE=2``, 300 iterations; README, "torchvision's Mask
+shape came back and recompiled about 46 per step: 14 ms of a 170 ms step, against 1.45 ms
+with this cache (``ONEDNN_VERBOSE=2``, 300 iterations; README, "torchvision's Mask
 R-CNN, and speed against it").
 The cache is sized once, when the process creates its first oneDNN kernel, so the variable
 only takes effect when this package is imported before any convolution runs on the CPU; it
