@@ -33,13 +33,18 @@ CONVS = textwrap.dedent(
 )
 
 
-def _cache_misses(capacity):
+def _env(capacity=None, **extra):
+    """This process's environment without the variable, or with ``capacity`` as the user's."""
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-    env.update(ONEDNN_VERBOSE="2", PYTHONPATH=str(REPO_ROOT))
+    env.update(extra, PYTHONPATH=str(REPO_ROOT))
     if capacity is not None:
         env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(capacity)
-    out = subprocess.run([sys.executable, "-c", CONVS], env=env, cwd=REPO_ROOT, capture_output=True,
-                         text=True, timeout=300)
+    return env
+
+
+def _cache_misses(capacity):
+    out = subprocess.run([sys.executable, "-c", CONVS], env=_env(capacity, ONEDNN_VERBOSE="2"), cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("onednn_verbose")]
     return (sum(",create:cache_miss," in ln for ln in lines),
@@ -48,12 +53,10 @@ def _cache_misses(capacity):
 
 def test_import_sets_capacity_and_keeps_the_users_value():
     code = "import maskrcnn, os; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    ours = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    ours = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
     assert ours.stdout.strip() == str(maskrcnn.ONEDNN_CACHE_CAPACITY) == "8192"
-    env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "300"
-    theirs = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    theirs = subprocess.run([sys.executable, "-c", code], env=_env(300), capture_output=True, text=True,
+                            timeout=120)
     assert theirs.stdout.strip() == "300"
 
 
