@@ -9,6 +9,7 @@ from typing import List
 
 import torch
 
+from .. import _malloc as malloc
 from ..config import CfgNode, ConfigError, load_cfg
 from ..utils.comm import get_rank, get_world_size, init_distributed, local_rank_from_env_or_arg
 from ..utils.logger import setup_logger
@@ -74,6 +75,7 @@ def setup(args: argparse.Namespace, name: str = "maskrcnn", training: bool = Fal
     logger.info("Using %d process(es); command line: %s", get_world_size(), " ".join(sys.argv))
     logger.info("torch %s, CUDA available: %s, oneDNN kernel cache: %s", torch.__version__,
                 torch.cuda.is_available(), os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024 (oneDNN's default)"))
+    logger.info("glibc malloc: %s", malloc.STATE)
     if args.config_file:
         logger.info("Loaded configuration file %s", args.config_file)
     if removed:

@@ -76,3 +76,30 @@ def test_seeded_batch_sampler_state():
     assert state["seed"] == 5 and state["iteration"] == 7
     assert (state["epoch"], state["batch_in_epoch"]) == seeded.batch_sampler.position(7)
     assert state["epoch"] >= 1  # 13 images in batches of 3: at least 5 batches per epoch
+
+
+def test_seeded_dataset_reseeds_only_the_cpu_generator(monkeypatch):
+    """A sample's randomness depends on its seed alone; the caller's CPU stream is restored and
+    the accelerators' generators are not reseeded (with NUM_WORKERS 0 the samples are made in
+    the training process, whose CUDA stream must not move)."""
+    from maskrcnn.data.build import SeededDataset
+
+    class Noise(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return torch.rand(3) + index
+
+    def reseeded(*args, **kwargs):
+        raise AssertionError("an accelerator generator was reseeded")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeded)
+    monkeypatch.setattr(torch.cuda, "manual_seed", reseeded)
+    ds = SeededDataset(Noise())
+    torch.default_generator.manual_seed(0)
+    expected_next = torch.rand(2)
+    torch.default_generator.manual_seed(0)
+    a, b, c = ds[(1, 11)], ds[(1, 11)], ds[(1, 12)]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(torch.rand(2), expected_next)
