@@ -74,10 +74,16 @@ def test_local_rank_from_env_or_arg(monkeypatch):
 
 @pytest.fixture
 def no_launcher_env(monkeypatch):
-    """An environment without torchrun's or slurm's variables."""
+    """An environment without torchrun's or slurm's variables. What a test adds to it, also
+    through ``export_slurm_env`` (which writes ``os.environ`` itself), is gone afterwards: left
+    behind, ``WORLD_SIZE`` would make every later ``tools/`` subprocess wait for its peers."""
+    saved = dict(os.environ)
     for key in list(os.environ):
         if key.startswith("SLURM_") or key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
             monkeypatch.delenv(key)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 SRUN_TASK = {"SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "8",
