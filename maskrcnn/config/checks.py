@@ -190,6 +190,22 @@ def _check_optimizer_keys(s: CfgNode) -> None:
                           f"or set SOLVER.OPTIMIZER to the optimizer it is for")
 
 
+def _check_scheduler_keys(s: CfgNode) -> None:
+    """SOLVER.STEPS and GAMMA are WarmupMultiStepLR's, COSINE_END_FACTOR is WarmupCosineLR's: the
+    other scheduler's keys, changed from their defaults, would be ignored, so they are refused."""
+    if s.LR_SCHEDULER == "WarmupCosineLR":
+        unused = [k for k in ("STEPS", "GAMMA") if not _same(s[k], _C.SOLVER[k])]
+        what = "the cosine schedule decays the LR from the warmup's end to COSINE_END_FACTOR at MAX_ITER"
+    else:
+        unused = [k for k in ("COSINE_END_FACTOR",) if not _same(s[k], _C.SOLVER[k])]
+        what = "the multi-step schedule multiplies the LR by GAMMA at each of STEPS"
+    if unused:
+        keys = " and ".join(f"SOLVER.{k} = {s[k]!r}" for k in unused)
+        raise ConfigError(f"{keys}: not used by SOLVER.LR_SCHEDULER {s.LR_SCHEDULER!r} ({what}): remove "
+                          f"{' and '.join('SOLVER.' + k for k in unused)}, or set SOLVER.LR_SCHEDULER to the "
+                          f"schedule {'they are' if len(unused) > 1 else 'it is'} for")
+
+
 _CONV_HEAD_KEYS = ("NUM_STACKED_CONVS", "CONV_HEAD_DIM", "DILATION")
 
 
@@ -210,6 +226,7 @@ def _check_consistency(cfg: CfgNode) -> None:
     if list(s.STEPS) != sorted(s.STEPS):
         raise ConfigError(f"SOLVER.STEPS must be increasing, got {tuple(s.STEPS)}")
     _check_optimizer_keys(s)
+    _check_scheduler_keys(s)
     _check_box_head_keys(cfg.MODEL.ROI_BOX_HEAD)
     sizes = tuple(cfg.INPUT.MIN_SIZE_TRAIN)
     if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range" and (len(sizes) != 2 or sizes[0] > sizes[1]):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from maskrcnn.config import get_cfg
+from maskrcnn.config import ConfigError, get_cfg, load_cfg
 from maskrcnn.solver import WarmupCosineLR, WarmupMultiStepLR, make_lr_scheduler, make_optimizer
 
 
@@ -105,6 +105,23 @@ def test_steps_not_below_max_iter_are_named_in_a_warning(caplog):
     cfg.SOLVER.STEPS = (60, 99)  # 99: the LR of iteration 100 (the last) is decayed
     with caplog.at_level(logging.WARNING, logger="maskrcnn.solver.build"):
         make_lr_scheduler(cfg, _opt())
-        cfg.SOLVER.STEPS, cfg.SOLVER.LR_SCHEDULER = (500,), "WarmupCosineLR"  # cosine ignores STEPS
+        cfg.SOLVER.STEPS, cfg.SOLVER.LR_SCHEDULER = (500,), "WarmupCosineLR"  # the builder, not load_cfg: no warning
         make_lr_scheduler(cfg, _opt())
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("opts,words", [
+    (["SOLVER.LR_SCHEDULER", "WarmupCosineLR", "SOLVER.STEPS", "(50, 80)"],
+     ["SOLVER.STEPS = (50, 80)", "not used", "'WarmupCosineLR'", "remove SOLVER.STEPS"]),
+    (["SOLVER.LR_SCHEDULER", "WarmupCosineLR", "SOLVER.STEPS", "(50,)", "SOLVER.GAMMA", "0.5"],
+     ["SOLVER.STEPS", "SOLVER.GAMMA = 0.5", "remove SOLVER.STEPS and SOLVER.GAMMA"]),
+    (["SOLVER.COSINE_END_FACTOR", "0.1"],
+     ["SOLVER.COSINE_END_FACTOR = 0.1", "not used", "'WarmupMultiStepLR'", "GAMMA at each of STEPS"]),
+])
+def test_the_other_schedulers_keys_are_refused(opts, words):
+    with pytest.raises(ConfigError) as e:
+        load_cfg(opts=opts)
+    assert all(w in str(e.value) for w in words), str(e.value)
+    # Each schedule with its own keys is accepted.
+    load_cfg(opts=["SOLVER.LR_SCHEDULER", "WarmupCosineLR", "SOLVER.COSINE_END_FACTOR", "0.1"])
+    load_cfg(opts=["SOLVER.STEPS", "(50, 80)", "SOLVER.GAMMA", "0.5"])
