@@ -19,13 +19,13 @@ from test_train_net import ROOT, TOOLS, free_port, tiny_yaml
 
 TRAIN = os.path.join(TOOLS, "train_net.py")
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
-MAX_ITER = 12
+MAX_ITER = 24  # enough steps left after the first kill for the second to land before the end
 OPTS = ["DATASETS.TEST", "()", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96"]
 
 
 def _config(tmp_path, name):
     return tiny_yaml(str(tmp_path / "data"), tmp_path / name, MAX_ITER=MAX_ITER, CHECKPOINT_PERIOD=2,
-                     STEPS=[8], WARMUP_ITERS=3)
+                     STEPS=[16], WARMUP_ITERS=3)
 
 
 def _launch(cfg, workers, resume, log_path):
@@ -108,7 +108,7 @@ def test_sigkilled_and_resumed_run_ends_bit_identical(reference, tmp_path, worke
                     time.sleep(0.01)
                 time.sleep(rng.uniform(0.0, 0.4))
             elif len(kills) == 1:
-                time.sleep(rng.uniform(0.0, 0.6))
+                time.sleep(rng.uniform(0.0, 0.3))
             elif rng.random() < 0.3:
                 time.sleep(rng.uniform(0.0, 1.5))
             else:
