@@ -11,8 +11,14 @@ device cpu", naming the line. Calls from torch and torchvision are left alone: o
 run as their authors meant, and their own CPU scalars are theirs to place.
 
 ``as_tensor`` / ``asarray`` of a tensor keep that tensor's device without a ``device`` argument,
-so they are left alone too. A stray tensor used only as an index is not caught (indexing a CPU
-tensor with a meta index does not raise); CUDA accepts a CPU index as well, with a copy.
+so they are left alone too.
+
+Some ops accept a ``meta`` tensor beside CPU data without complaint: indexing (``x[i]``,
+``x[i] = v``), ``index_select``, ``gather``, ``scatter_``, ``index_put_`` return a ``meta`` result
+or write nothing. On a GPU the same stray index is an error for some of them and, for indexing, a
+copy to the device that makes the host wait. So the guard itself checks every op's tensor
+arguments (and those in a list or tuple argument, as indices are passed) and raises when a
+``meta`` tensor meets one on another device, naming the op.
 """
 from __future__ import annotations
 
@@ -36,6 +42,22 @@ def _called_from_package() -> bool:
     return os.path.abspath(sys._getframe(2).f_code.co_filename).startswith(PACKAGE)
 
 
+def _tensors(values) -> Iterator[torch.Tensor]:
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            yield v
+        elif isinstance(v, (list, tuple)):
+            yield from (t for t in v if isinstance(t, torch.Tensor))
+
+
+def _refuse_mixed_devices(func, args, kwargs) -> None:
+    devices = {t.device.type for t in _tensors((*args, *kwargs.values()))}
+    if "meta" in devices and len(devices) > 1:
+        others = ", ".join(sorted(devices - {"meta"}))
+        raise RuntimeError(f"{getattr(func, '__qualname__', func)}: a tensor on device meta (made without "
+                           f"device= in maskrcnn/) meets one on {others}")
+
+
 class _StrayFactoriesOnMeta(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
@@ -43,6 +65,7 @@ class _StrayFactoriesOnMeta(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        _refuse_mixed_devices(func, args, kwargs)
         if (func in _device_constructors() and kwargs.get("device") is None
                 and not (func in _KEEPS_DEVICE and args and isinstance(args[0], torch.Tensor))
                 and _called_from_package()):

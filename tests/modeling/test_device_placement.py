@@ -60,9 +60,17 @@ def test_the_guard_catches_a_device_less_tensor_of_the_package():
             _in_package("torch.zeros(3) + x", x=x)
         with pytest.raises((RuntimeError, NotImplementedError), match="meta"):
             _in_package("x * torch.tensor(2.0)", x=x)
+        # A stray index: torch itself lets a meta index pass beside CPU data, the guard does not.
+        for line in ("x[torch.tensor([0, 2])]", "x[torch.arange(2)] = 1.0", "x.index_select(0, torch.arange(2))",
+                     "torch.gather(x, 0, torch.zeros(2, dtype=torch.long))",
+                     "x[torch.arange(2), None]"):
+            with pytest.raises(RuntimeError, match="device meta .* meets one on cpu"):
+                _in_package(line, x=x)
+        assert torch.equal(x, torch.ones(3))  # nothing was written
         _in_package("torch.zeros(3, device=x.device) + torch.as_tensor(x) + torch.arange(3, device=x.device)", x=x)
+        _in_package("x[torch.arange(2, device=x.device)]", x=x)
         torch.zeros(3) + x  # a test's own line (and torch's, torchvision's) is left alone
-    assert guard.redirected == 2
+    assert guard.redirected == 7
 
 
 @pytest.mark.parametrize("overrides", [
