@@ -20,9 +20,10 @@ from typing import Any, Callable, Dict, Tuple
 from .cfgnode import CfgNode, ConfigError
 from .defaults import _C, UNSUPPORTED_VALUES
 
-__all__ = ["CHOICES", "RANGES", "check_supported", "get_key"]
+__all__ = ["CHOICES", "HEAD_NORMS", "RANGES", "check_supported", "get_key", "norm_of"]
 
 RESNET_DEPTHS = (18, 26, 34, 50, 101, 152)
+HEAD_NORMS = ("", "GN", "FrozenBN", "BN")
 
 # key -> (allowed values, what they mean)
 CHOICES: Dict[str, Tuple[Tuple[Any, ...], str]] = {
@@ -30,6 +31,9 @@ CHOICES: Dict[str, Tuple[Tuple[Any, ...], str]] = {
                                              "two fc layers of MLP_HEAD_DIM, or NUM_STACKED_CONVS 3x3 convs of "
                                              "CONV_HEAD_DIM and one fc (the GroupNorm recipes' 4conv1fc head)"),
     "MODEL.RESNETS.NORM": (("FrozenBN", "BN", "GN"), "FrozenBN for pretrained weights, BN or GN to train from scratch"),
+    **{f"MODEL.{part}.NORM": (HEAD_NORMS, "no norm, GroupNorm (MODEL.GROUP_NORM), frozen BN (to fine-tune BN "
+                                          "weights) or BatchNorm after each conv")
+       for part in ("FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")},
     "INPUT.RESIZE_MODE": (("antialias", "torchvision", "pil"), "see the comment in maskrcnn/config/defaults.py"),
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": (("choice", "range"), "one of MIN_SIZE_TRAIN per image, or uniform between its "
                                       "two values (detectron2's key)"),
@@ -125,6 +129,7 @@ RANGES: Dict[str, Tuple[Callable[[float], bool], str]] = {
     "MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE": _NON_NEGATIVE,
     "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM": _AT_LEAST_1,
     "MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS": _AT_LEAST_1,
+    "MODEL.RPN.NUM_CONVS": _AT_LEAST_1,
     "MODEL.ROI_BOX_HEAD.CONV_HEAD_DIM": _AT_LEAST_1,
     "MODEL.ROI_BOX_HEAD.DILATION": _AT_LEAST_1,
     "DIST_TIMEOUT_S": _POSITIVE,
@@ -221,6 +226,29 @@ def _check_box_head_keys(b: CfgNode) -> None:
                               f"remove {key}, or set FEATURE_EXTRACTOR FPNXconv1fcFeatureExtractor")
 
 
+def _check_norm_keys(cfg: CfgNode) -> None:
+    """``USE_GN`` (maskrcnn-benchmark's key) and ``NORM`` (all norms) of the FPN and the heads
+    must not disagree, and the two-fc box head takes GroupNorm only (a BatchNorm after an fc
+    layer is not a layout any framework's weights have)."""
+    for part in ("FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD"):
+        node = cfg.MODEL[part]
+        if node.USE_GN and node.NORM not in ("", "GN"):
+            raise ConfigError(f"MODEL.{part}.USE_GN = True and MODEL.{part}.NORM = {node.NORM!r} ask for two "
+                              f"norms: remove USE_GN (NORM {node.NORM!r} alone), or set NORM \"GN\"")
+    b = cfg.MODEL.ROI_BOX_HEAD
+    if b.FEATURE_EXTRACTOR != "FPNXconv1fcFeatureExtractor" and b.NORM not in ("", "GN"):
+        raise ConfigError(f"MODEL.ROI_BOX_HEAD.NORM = {b.NORM!r} is for the conv-fc box head, but "
+                          f"MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR is {b.FEATURE_EXTRACTOR!r} (two fc layers, "
+                          f"which take GroupNorm only): set NORM \"\" or \"GN\", or FEATURE_EXTRACTOR "
+                          f"FPNXconv1fcFeatureExtractor")
+
+
+def norm_of(node: CfgNode) -> str:
+    """The norm a part of the model (``MODEL.FPN``, ``ROI_BOX_HEAD``, ``ROI_MASK_HEAD``) is built
+    with: ``"GN"`` when ``USE_GN`` is on, else its ``NORM`` (``""``: none)."""
+    return "GN" if node.USE_GN else node.NORM
+
+
 def _check_consistency(cfg: CfgNode) -> None:
     s = cfg.SOLVER
     if list(s.STEPS) != sorted(s.STEPS):
@@ -228,6 +256,7 @@ def _check_consistency(cfg: CfgNode) -> None:
     _check_optimizer_keys(s)
     _check_scheduler_keys(s)
     _check_box_head_keys(cfg.MODEL.ROI_BOX_HEAD)
+    _check_norm_keys(cfg)
     sizes = tuple(cfg.INPUT.MIN_SIZE_TRAIN)
     if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range" and (len(sizes) != 2 or sizes[0] > sizes[1]):
         raise ConfigError(f"INPUT.MIN_SIZE_TRAIN_SAMPLING 'range' draws the short side between two sizes, but "

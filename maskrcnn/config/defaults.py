@@ -78,7 +78,8 @@ _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # output channels of stage 2 (doubles 
 _C.MODEL.RESNETS.NORM = "FrozenBN"  # "FrozenBN" (pretrained), "BN" or "GN" (from scratch)
 
 _C.MODEL.FPN = CN()
-_C.MODEL.FPN.USE_GN = False  # GroupNorm in the FPN convolutions
+_C.MODEL.FPN.USE_GN = False  # GroupNorm in the FPN convolutions (the same as NORM "GN")
+_C.MODEL.FPN.NORM = ""  # norm after each FPN conv: "" (none), "GN", "FrozenBN" or "BN" (torchvision's *_v2 models: BN, FrozenBN to fine-tune)
 _C.MODEL.FPN.USE_RELU = False  # accepted, must stay False
 
 _C.MODEL.GROUP_NORM = CN()
@@ -112,6 +113,7 @@ _C.MODEL.RPN.SMOOTH_L1_BETA = 1.0 / 9  # beta of the box regression loss
 _C.MODEL.RPN.LOSS_WEIGHT = 1.0  # multiplies both RPN losses
 _C.MODEL.RPN.LOSS_NORMALIZATION = "sampled"  # RPN losses divided by the "sampled" anchors (torchvision, maskrcnn-benchmark) or "batch_size": BATCH_SIZE_PER_IMAGE x images (detectron2)
 _C.MODEL.RPN.RPN_HEAD = "SingleConvRPNHead"  # the only head
+_C.MODEL.RPN.NUM_CONVS = 1  # 3x3 conv + ReLU layers of the RPN head before its two predictions (torchvision's *_v2 models: 2)
 
 # ---------------------------------------------------------------------------- ROI heads
 _C.MODEL.ROI_HEADS = CN()
@@ -137,7 +139,8 @@ _C.MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS = 4  # convs of FPNXconv1fcFeatureExtrac
 _C.MODEL.ROI_BOX_HEAD.CONV_HEAD_DIM = 256  # their channels (FPNXconv1fcFeatureExtractor only)
 _C.MODEL.ROI_BOX_HEAD.DILATION = 1  # their dilation (FPNXconv1fcFeatureExtractor only)
 _C.MODEL.ROI_BOX_HEAD.NUM_CLASSES = 0  # INCLUDING background; 0 = categories of the training set + 1
-_C.MODEL.ROI_BOX_HEAD.USE_GN = False  # GroupNorm (MODEL.GROUP_NORM) after each conv of FPNXconv1fc, or each fc of FPN2MLP
+_C.MODEL.ROI_BOX_HEAD.USE_GN = False  # GroupNorm (MODEL.GROUP_NORM) after each conv of FPNXconv1fc, or each fc of FPN2MLP (the same as NORM "GN")
+_C.MODEL.ROI_BOX_HEAD.NORM = ""  # norm after each conv of FPNXconv1fc: "" (none), "GN", "FrozenBN" or "BN" (torchvision's *_v2 models); FPN2MLP: "" or "GN"
 _C.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 1.0  # beta of the box regression loss
 _C.MODEL.ROI_BOX_HEAD.LOSS_WEIGHT = 1.0  # multiplies both box head losses
 
@@ -155,7 +158,8 @@ _C.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR = False  # accepted, must sta
 _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS = False  # accepted, must stay False: evaluation and the Predictor always paste masks
 _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD = 0.5  # probability threshold of a pasted mask
 _C.MODEL.ROI_MASK_HEAD.PASTE_RULE = "center"  # "center" (detectron2's grid_sample rule) or "torchvision" (see layers/mask_ops.py)
-_C.MODEL.ROI_MASK_HEAD.USE_GN = False  # GroupNorm (MODEL.GROUP_NORM) after each conv of the mask head
+_C.MODEL.ROI_MASK_HEAD.USE_GN = False  # GroupNorm (MODEL.GROUP_NORM) after each conv of the mask head (the same as NORM "GN")
+_C.MODEL.ROI_MASK_HEAD.NORM = ""  # norm after each conv of the mask head: "" (none), "GN", "FrozenBN" or "BN" (torchvision's *_v2 models)
 _C.MODEL.ROI_MASK_HEAD.LOSS_WEIGHT = 1.0  # multiplies the mask loss
 _C.MODEL.ROI_MASK_HEAD.MAX_TRAIN_PER_IMAGE = 0  # training: the mask loss on at most this many positives per image, a random subset (0: all, as maskrcnn-benchmark)
 _C.MODEL.ROI_MASK_HEAD.TARGET_RULE = "center"  # training targets: "center" binary, instance at each cell centre (maskrcnn-benchmark); "torchvision" soft, roi_align of the GT bitmap

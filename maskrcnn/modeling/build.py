@@ -7,6 +7,7 @@ import re
 import torch
 from torch import nn
 
+from ..config.checks import norm_of
 from ..layers.conv_norm import make_norm
 from .backbone import FPN, BackboneWithFPN, ResNet
 from .balanced_sampler import BalancedPositiveNegativeSampler
@@ -40,7 +41,7 @@ def build_backbone(cfg) -> BackboneWithFPN:
                   num_groups=r.NUM_GROUPS, stride_in_1x1=r.STRIDE_IN_1X1, res5_dilation=r.RES5_DILATION,
                   freeze_at=cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT, **gn_args)
     fpn = FPN(in_shapes=body.out_shapes, out_channels=cfg.MODEL.BACKBONE.OUT_CHANNELS,
-              norm="GN" if cfg.MODEL.FPN.USE_GN else "", **gn_args)
+              norm=norm_of(cfg.MODEL.FPN), **gn_args)
     return BackboneWithFPN(body, fpn)
 
 
@@ -58,23 +59,25 @@ def build_rpn(cfg, in_channels: int) -> RPN:
                    sampler=BalancedPositiveNegativeSampler(c.BATCH_SIZE_PER_IMAGE, c.POSITIVE_FRACTION),
                    box_coder=coder, smooth_l1_beta=c.SMOOTH_L1_BETA, loss_weight=c.LOSS_WEIGHT,
                    straddle_thresh=c.STRADDLE_THRESH, normalizer=c.LOSS_NORMALIZATION)
-    return RPN(head=RPNHead(in_channels=in_channels, num_anchors=anchors.num_anchors_per_location),
+    return RPN(head=RPNHead(in_channels=in_channels, num_anchors=anchors.num_anchors_per_location,
+                            num_convs=c.NUM_CONVS),
                anchor_generator=anchors,
                train_selector=selector(c.PRE_NMS_TOP_N_TRAIN, c.FPN_POST_NMS_TOP_N_TRAIN, c.POST_NMS_TOP_N_TRAIN),
                test_selector=selector(c.PRE_NMS_TOP_N_TEST, c.FPN_POST_NMS_TOP_N_TEST, c.POST_NMS_TOP_N_TEST),
                loss=loss)
 
 
-def _head_norm(cfg, use_gn: bool):
-    """The GroupNorm factory of a head (``MODEL.GROUP_NORM``), or None."""
-    gn = cfg.MODEL.GROUP_NORM
-    return make_norm("GN", gn.NUM_GROUPS, gn.EPSILON, gn.DIM_PER_GP) if use_gn else None
+def _head_norm(cfg, node):
+    """The norm layer factory of a head (``USE_GN`` / ``NORM``; GroupNorm from
+    ``MODEL.GROUP_NORM``), or None for none."""
+    kind, gn = norm_of(node), cfg.MODEL.GROUP_NORM
+    return make_norm(kind, gn.NUM_GROUPS, gn.EPSILON, gn.DIM_PER_GP) if kind else None
 
 
 def build_box_feature_extractor(cfg, in_channels: int) -> nn.Module:
     """``MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR``: two fc layers, or stacked convs and one fc."""
     b = cfg.MODEL.ROI_BOX_HEAD
-    res, norm = b.POOLER_RESOLUTION, _head_norm(cfg, b.USE_GN)
+    res, norm = b.POOLER_RESOLUTION, _head_norm(cfg, b)
     if b.FEATURE_EXTRACTOR == "FPNXconv1fcFeatureExtractor":
         return XConvFCFeatureExtractor(in_channels=in_channels, resolution=res, num_convs=b.NUM_STACKED_CONVS,
                                        conv_dim=b.CONV_HEAD_DIM, dilation=b.DILATION, hidden_dim=b.MLP_HEAD_DIM,
@@ -102,7 +105,7 @@ def build_roi_heads(cfg, in_channels: int, num_classes: int) -> ROIHeads:
     if cfg.MODEL.MASK_ON:
         m = cfg.MODEL.ROI_MASK_HEAD
         extractor = MaskFeatureExtractor(in_channels=in_channels, layers=m.CONV_LAYERS, dilation=m.DILATION,
-                                         norm=_head_norm(cfg, m.USE_GN))
+                                         norm=_head_norm(cfg, m))
         mask = ROIMaskHead(
             pooler=Pooler(output_size=m.POOLER_RESOLUTION, scales=m.POOLER_SCALES,
                           sampling_ratio=m.POOLER_SAMPLING_RATIO, aligned=m.POOLER_ALIGNED),

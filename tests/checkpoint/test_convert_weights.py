@@ -28,6 +28,7 @@ from maskrcnn.config import get_cfg
 from maskrcnn.modeling.build import build_model
 from maskrcnn.checkpoint import UnsafePickleError, load_model_state, load_weights_file
 from maskrcnn.checkpoint.convert import BN_EPS, convert_state_dict, detect_format
+from maskrcnn.checkpoint.convert.common import BN_COUNTER
 from peer_weights import (Filler, Py2Pickler, caffe2_blobs, detectron2_state, mb_state, randomise,
                           to_legacy_torchvision_names)
 
@@ -123,9 +124,38 @@ def test_torchvision_fasterrcnn(tmp_path):
     state, report = convert_state_dict(tv.state_dict(), "torchvision", model.state_dict())
     assert report.uninitialised == [] and report.recommended_config["MODEL.MASK_ON"] is False
     model.load_state_dict(state, strict=True)
-    v2 = {"roi_heads.box_head.0.0.weight": torch.zeros(1), "backbone.body.conv1.weight": torch.zeros(1)}
-    with pytest.raises(ValueError, match="v2"):
-        convert_state_dict(v2, "torchvision")
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2"])
+def test_torchvision_v2_converts_and_names_its_architecture(name):
+    """The *_v2 models' every tensor has a place in the model their recommended config builds
+    (BN statistics included; only BN counters are skipped), as in
+    configs/torchvision/maskrcnn_resnet50_fpn_v2.yaml."""
+    torch.manual_seed(2)
+    tv = getattr(torchvision.models.detection, name)(weights=None, weights_backbone=None)
+    assert detect_format({"model": tv.state_dict()}) == "torchvision"
+    state, report = convert_state_dict(tv.state_dict(), "torchvision")
+    rec = report.recommended_config
+    assert {k: rec[k] for k in ("MODEL.FPN.NORM", "MODEL.RPN.NUM_CONVS", "MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR",
+                                "MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS", "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM",
+                                "MODEL.ROI_BOX_HEAD.NORM")} == {
+        "MODEL.FPN.NORM": "FrozenBN", "MODEL.RPN.NUM_CONVS": 2,
+        "MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR": "FPNXconv1fcFeatureExtractor",
+        "MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS": 4, "MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM": 1024,
+        "MODEL.ROI_BOX_HEAD.NORM": "FrozenBN"}
+    assert rec["MODEL.MASK_ON"] is name.startswith("mask")
+    assert rec.get("MODEL.ROI_MASK_HEAD.NORM", "FrozenBN") == "FrozenBN"
+    assert {r for _, r in report.skipped} == {BN_COUNTER}, report.skipped
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, "configs", "torchvision", "maskrcnn_resnet50_fpn_v2.yaml"))
+    cfg.merge_from_list(["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu", "MODEL.MASK_ON", name.startswith("mask")])
+    model = build_model(cfg)
+    model.load_state_dict(state, strict=True)
+    tv_state = tv.state_dict()
+    assert torch.equal(state["roi_heads.box.feature_extractor.xconvs.10.running_var"],
+                       tv_state["roi_heads.box_head.3.1.running_var"])
+    assert torch.equal(state["rpn.head.extra_convs.0.weight"], tv_state["rpn.head.conv.1.0.weight"])
+    assert torch.equal(state["roi_heads.box.feature_extractor.fc6.weight"], tv_state["roi_heads.box_head.5.weight"])
 
 
 def test_torchvision_imagenet_resnet_matches_torchvision_trunk(tmp_path, ours):

@@ -84,3 +84,36 @@ def test_shipped_configs_load():
            "SOLVER.STEPS", "(480000, 640000)", "TEST.IMS_PER_BATCH", "1"]
     cfg = load_cfg(os.path.join(root, "configs", "e2e_mask_rcnn_R_50_FPN_1x.yaml"), cmd)
     assert cfg.SOLVER.STEPS == (480000, 640000) and cfg.SOLVER.MAX_ITER == 720000
+
+
+@pytest.mark.parametrize("opts,words", [
+    (["MODEL.FPN.USE_GN", "True", "MODEL.FPN.NORM", "FrozenBN"],
+     ["MODEL.FPN.USE_GN = True", "MODEL.FPN.NORM = 'FrozenBN'", "two norms", "remove USE_GN"]),
+    (["MODEL.ROI_MASK_HEAD.USE_GN", "True", "MODEL.ROI_MASK_HEAD.NORM", "BN"], ["MODEL.ROI_MASK_HEAD.USE_GN", "two norms"]),
+    (["MODEL.ROI_BOX_HEAD.NORM", "BN"], ["MODEL.ROI_BOX_HEAD.NORM = 'BN'", "two fc layers", "FPNXconv1fcFeatureExtractor"]),
+    (["MODEL.FPN.NORM", "SyncBN"], ["MODEL.FPN.NORM", "SyncBN"]),
+    (["MODEL.RPN.NUM_CONVS", "0"], ["MODEL.RPN.NUM_CONVS"]),
+])
+def test_norm_and_rpn_conv_keys_are_checked(opts, words):
+    with pytest.raises(ConfigError) as e:
+        load_cfg(opts=opts)
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_use_gn_and_norm_gn_build_the_same_model():
+    import torch
+    from maskrcnn.modeling import build_model
+
+    def keys(opts):
+        cfg = load_cfg(opts=["MODEL.DEVICE", "cpu", "MODEL.ROI_BOX_HEAD.NUM_CLASSES", 3,
+                             "MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR", "FPNXconv1fcFeatureExtractor", *opts])
+        torch.manual_seed(0)
+        return {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+
+    gn = keys(["MODEL.FPN.USE_GN", True, "MODEL.ROI_BOX_HEAD.USE_GN", True, "MODEL.ROI_MASK_HEAD.USE_GN", True])
+    assert gn == keys(["MODEL.FPN.NORM", "GN", "MODEL.ROI_BOX_HEAD.NORM", "GN", "MODEL.ROI_MASK_HEAD.NORM", "GN"])
+    assert "backbone.fpn.layer_blocks.0.1.weight" in gn and "backbone.fpn.layer_blocks.0.1.running_mean" not in gn
+    bn = keys(["MODEL.FPN.NORM", "BN", "MODEL.ROI_BOX_HEAD.NORM", "FrozenBN", "MODEL.RPN.NUM_CONVS", 3])
+    assert {"backbone.fpn.layer_blocks.0.1.running_mean", "roi_heads.box.feature_extractor.xconvs.1.running_var",
+            "rpn.head.extra_convs.1.weight"} <= set(bn)
+    assert "backbone.fpn.layer_blocks.0.0.bias" not in bn and "rpn.head.extra_convs.2.weight" not in bn

@@ -290,7 +290,10 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
     if "backbone.fpn.layer_blocks.0.0.weight" in state:
         cfg["MODEL.BACKBONE.OUT_CHANNELS"] = int(state["backbone.fpn.layer_blocks.0.0.weight"].shape[0])
     if "backbone.fpn.layer_blocks.0.0.weight" in state:
-        cfg["MODEL.FPN.USE_GN"] = "backbone.fpn.layer_blocks.0.1.weight" in state
+        cfg.update(_norm_keys("MODEL.FPN", state, "backbone.fpn.layer_blocks.0.1."))
+    if "rpn.head.conv.weight" in state:
+        cfg["MODEL.RPN.NUM_CONVS"] = 1 + sum(bool(re.fullmatch(r"rpn\.head\.extra_convs\.\d+\.weight", k))
+                                             for k in state)
     box = "roi_heads.box.feature_extractor."
     fc6 = state.get(f"{box}fc6.weight", state.get(f"{box}fc6.0.weight"))
     if fc6 is not None:
@@ -301,8 +304,8 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
         convs = [w for _, w in xconvs if w.dim() == 4]
         cfg.update({"MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR": "FPNXconv1fcFeatureExtractor",
                     "MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS": len(convs),
-                    "MODEL.ROI_BOX_HEAD.CONV_HEAD_DIM": int(convs[0].shape[0]),
-                    "MODEL.ROI_BOX_HEAD.USE_GN": len(convs) < len(xconvs)})
+                    "MODEL.ROI_BOX_HEAD.CONV_HEAD_DIM": int(convs[0].shape[0])})
+        cfg.update(_norm_keys("MODEL.ROI_BOX_HEAD", state, f"{box}xconvs.1."))
     elif fc6 is not None:
         cfg["MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR"] = "FPN2MLPFeatureExtractor"
         cfg["MODEL.ROI_BOX_HEAD.USE_GN"] = f"{box}fc6.1.weight" in state
@@ -315,6 +318,14 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
         cfg["MODEL.MASK_ON"] = bool(mask_convs)
     if mask_convs:
         cfg["MODEL.ROI_MASK_HEAD.CONV_LAYERS"] = [c for _, c, _ in mask_convs]
-        cfg["MODEL.ROI_MASK_HEAD.USE_GN"] = mask_convs[0][2]
+        cfg.update(_norm_keys("MODEL.ROI_MASK_HEAD", state, "roi_heads.mask.feature_extractor.mask_fcn1.1."))
     return cfg
+
+
+def _norm_keys(part: str, state: Mapping[str, torch.Tensor], norm: str) -> Dict[str, Any]:
+    """``USE_GN`` / ``NORM`` of a part whose first norm layer (if any) has the prefix ``norm``:
+    with running statistics BatchNorm, taken frozen ("FrozenBN"), else GroupNorm."""
+    if f"{norm}running_mean" in state:
+        return {f"{part}.USE_GN": False, f"{part}.NORM": "FrozenBN"}
+    return {f"{part}.USE_GN": f"{norm}weight" in state, f"{part}.NORM": ""}
 

@@ -17,7 +17,8 @@ class FPN(nn.Module):
     Args:
         in_shapes: shapes of C2..C5.
         out_channels: channels of every pyramid level.
-        norm: "" or "GN" after each conv.
+        norm: "" (none), "GN", "FrozenBN" or "BN" after each conv (with a norm the convs have no
+            bias; torchvision's ``*_v2`` FPN is the "BN" one, names ``inner_blocks.0.0`` / ``.0.1``).
         gn_groups, gn_eps, gn_dim_per_group: GroupNorm groups, epsilon, and channels per group
             (used instead of ``gn_groups`` when positive); see :func:`~maskrcnn.layers.conv_norm.make_norm`.
     """
@@ -27,9 +28,7 @@ class FPN(nn.Module):
         super().__init__()
         self.inner_blocks = nn.ModuleList()
         self.layer_blocks = nn.ModuleList()
-        gn = make_norm("GN", gn_groups, gn_eps, gn_dim_per_group) if norm == "GN" else None
-        if norm not in ("", "GN"):
-            raise ValueError(f"FPN norm '{norm}' unknown: use '' or 'GN'")
+        gn = make_norm(norm, gn_groups, gn_eps, gn_dim_per_group) if norm else None
         for shape in in_shapes:
             self.inner_blocks.append(self._conv(shape.channels, out_channels, 1, gn))
             self.layer_blocks.append(self._conv(out_channels, out_channels, 3, gn))

@@ -80,7 +80,8 @@ class XConvFCFeatureExtractor(nn.Module):
         conv_dim: their channels (``CONV_HEAD_DIM``).
         dilation: of the convs.
         hidden_dim: width of fc6 (``MLP_HEAD_DIM``).
-        norm: norm layer factory after each conv (GroupNorm, ``USE_GN``); None: none.
+        norm: norm layer factory after each conv (``USE_GN`` / ``NORM``: GroupNorm, frozen BN or BN;
+            torchvision's ``*_v2`` head is the BN one); None: none.
     """
 
     def __init__(self, *, in_channels: int, resolution: int, num_convs: int, conv_dim: int, dilation: int,

@@ -21,7 +21,7 @@ from .loss import mask_head_losses
 class MaskFeatureExtractor(nn.Module):
     """Stacked 3x3 conv [-> norm] -> ReLU layers named ``mask_fcn1..n``.
 
-    With a norm (GroupNorm, ``MODEL.ROI_MASK_HEAD.USE_GN``) each ``mask_fcnI`` is
+    With a norm (``MODEL.ROI_MASK_HEAD.USE_GN`` / ``NORM``: GroupNorm, frozen BN or BN) each ``mask_fcnI`` is
     ``Sequential(conv without bias, norm)``, maskrcnn-benchmark's layout (``mask_fcn1.0.weight``,
     ``mask_fcn1.1.weight``), so its GN checkpoints load as they are.
 
