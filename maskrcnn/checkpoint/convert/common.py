@@ -300,7 +300,7 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
         cfg["MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM"] = int(fc6.shape[0])
     xconvs = sorted((int(m[1]), state[k]) for k in state
                     if (m := re.fullmatch(rf"{re.escape(box)}xconvs\.(\d+)\.weight", k)))
-    if xconvs:  # Sequential(conv, [GN], ReLU, ...): the 4-D weights are the convs
+    if xconvs:  # Sequential(conv, [norm], ReLU, ...): the 4-D weights are the convs
         convs = [w for _, w in xconvs if w.dim() == 4]
         cfg.update({"MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR": "FPNXconv1fcFeatureExtractor",
                     "MODEL.ROI_BOX_HEAD.NUM_STACKED_CONVS": len(convs),
@@ -308,16 +308,16 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
         cfg.update(_norm_keys("MODEL.ROI_BOX_HEAD", state, f"{box}xconvs.1."))
     elif fc6 is not None:
         cfg["MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR"] = "FPN2MLPFeatureExtractor"
-        cfg["MODEL.ROI_BOX_HEAD.USE_GN"] = f"{box}fc6.1.weight" in state
+        cfg.update(_norm_keys("MODEL.ROI_BOX_HEAD", state, f"{box}fc6.1."))
     cls = state.get("roi_heads.box.predictor.cls_score.weight")
     if cls is not None:
         cfg["MODEL.ROI_BOX_HEAD.NUM_CLASSES"] = int(cls.shape[0])
-    mask_convs = sorted((int(m[1]), int(state[k].shape[0]), bool(m[2])) for k in state if (m := re.fullmatch(
-        r"roi_heads\.mask\.feature_extractor\.mask_fcn(\d+)\.(0\.)?weight", k)))
+    mask_convs = sorted((int(m[1]), int(state[k].shape[0])) for k in state if (m := re.fullmatch(
+        r"roi_heads\.mask\.feature_extractor\.mask_fcn(\d+)\.(?:0\.)?weight", k)))
     if cls is not None or fc6 is not None:
         cfg["MODEL.MASK_ON"] = bool(mask_convs)
     if mask_convs:
-        cfg["MODEL.ROI_MASK_HEAD.CONV_LAYERS"] = [c for _, c, _ in mask_convs]
+        cfg["MODEL.ROI_MASK_HEAD.CONV_LAYERS"] = [c for _, c in mask_convs]
         cfg.update(_norm_keys("MODEL.ROI_MASK_HEAD", state, "roi_heads.mask.feature_extractor.mask_fcn1.1."))
     return cfg
 
